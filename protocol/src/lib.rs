@@ -1,0 +1,257 @@
+//! Wire types shared by the wschat app and the wschat relay.
+//!
+//! The relay speaks the plain JSON of the "Angular + WebSockets" tutorial: every chat frame is a
+//! WebSocket text frame holding `{"source": string, "content": string}`. A frame the relay cannot
+//! accept is answered, to its sender only, with `{"error": {"code": ..., "message": ...}}`.
+//!
+//! Both sides encode and decode through this crate, so no field name is ever spelled by hand
+//! anywhere else.
+
+use serde::{Deserialize, Serialize};
+
+/// One chat message, exactly as the tutorial sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who wrote the message (the tutorial uses a fixed name; the app uses the user's name).
+    pub source: String,
+    /// What was written. Plain text, never HTML.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// Encodes the message as the tutorial's JSON text frame.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        // Serialising a struct of two strings cannot fail: serde_json only fails on maps with
+        // non-string keys or on a failing `Serialize` impl, and there is neither here.
+        serde_json::to_string(self).expect("a ChatMessage always serialises")
+    }
+
+    /// Decodes a text frame sent by a client.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidJson`] when the text is not JSON at all, [`ErrorCode::InvalidMessage`]
+    /// when it is JSON but not a `{source, content}` object of two strings. The returned
+    /// [`WireError`] is what the relay sends back to the client.
+    pub fn from_json(text: &str) -> Result<Self, WireError> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|error| WireError::new(ErrorCode::InvalidJson, error))?;
+        // Serde would also accept `["source", "content"]` for a struct; the tutorial's frames are
+        // objects, and anything else is refused rather than quietly reinterpreted.
+        if !value.is_object() {
+            return Err(WireError::new(
+                ErrorCode::InvalidMessage,
+                format_args!("expected a JSON object, found {}", json_kind(&value)),
+            ));
+        }
+        Self::deserialize(value).map_err(|error| WireError::new(ErrorCode::InvalidMessage, error))
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Why the relay refused a frame. Serialised in `snake_case`, e.g. `"invalid_json"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The text frame is not valid JSON.
+    InvalidJson,
+    /// The frame is JSON but not a `{"source": string, "content": string}` object.
+    InvalidMessage,
+    /// A binary frame: the protocol is text-only.
+    BinaryFrame,
+}
+
+impl ErrorCode {
+    /// A short explanation for people, used as the start of every error message with this code.
+    #[must_use]
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "the frame is not valid JSON",
+            Self::InvalidMessage => {
+                "the frame is not a chat message: expected {\"source\": string, \"content\": string}"
+            }
+            Self::BinaryFrame => "binary frames are not supported: send JSON text frames",
+        }
+    }
+}
+
+/// The body of an error frame: a machine-readable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// What kind of problem this is.
+    pub code: ErrorCode,
+    /// What exactly was wrong, for people (e.g. serde's "missing field `content` at line 1 ...").
+    pub message: String,
+}
+
+impl WireError {
+    /// An error whose message starts with the code's own description, followed by `detail`.
+    #[must_use]
+    pub fn new(code: ErrorCode, detail: impl std::fmt::Display) -> Self {
+        let detail = detail.to_string();
+        let message = if detail.is_empty() {
+            code.describe().to_owned()
+        } else {
+            format!("{}: {detail}", code.describe())
+        };
+        Self { code, message }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Every frame the relay sends to a client.
+///
+/// Untagged, because the tutorial's chat frames carry no tag and must stay byte-compatible with
+/// it: a chat frame has `source` and `content`, an error frame has only `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RelayFrame {
+    /// A message another client sent.
+    Chat(ChatMessage),
+    /// The relay refused the frame this client just sent.
+    Error {
+        /// What was wrong with it.
+        error: WireError,
+    },
+}
+
+impl RelayFrame {
+    /// Encodes the frame as JSON text.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        // Only strings and a unit enum inside: serialising cannot fail (see `ChatMessage::to_json`).
+        serde_json::to_string(self).expect("a RelayFrame always serialises")
+    }
+
+    /// Decodes a frame received from the relay.
+    ///
+    /// # Errors
+    /// The serde_json error when the text is neither a chat frame nor an error frame.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+impl From<WireError> for RelayFrame {
+    fn from(error: WireError) -> Self {
+        Self::Error { error }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(source: &str, content: &str) -> ChatMessage {
+        ChatMessage {
+            source: source.into(),
+            content: content.into(),
+        }
+    }
+
+    /// The tutorial's client sends exactly this text; it decodes and re-encodes unchanged.
+    #[test]
+    fn tutorial_frame_round_trips_byte_for_byte() {
+        let text = r#"{"source":"localhost","content":"hello"}"#;
+        let decoded = ChatMessage::from_json(text).unwrap();
+        assert_eq!(decoded, message("localhost", "hello"));
+        assert_eq!(decoded.to_json(), text);
+    }
+
+    /// Newlines, quotes, markup and non-ASCII text survive the round trip untouched.
+    #[test]
+    fn awkward_content_round_trips() {
+        let original = message(
+            "Zoë",
+            "line 1\nline \"2\" <img src=x onerror=alert(1)> 🎉\u{0}",
+        );
+        assert_eq!(
+            ChatMessage::from_json(&original.to_json()).unwrap(),
+            original
+        );
+    }
+
+    /// Fields the tutorial does not know are ignored rather than refused, so newer clients work.
+    #[test]
+    fn extra_fields_are_ignored() {
+        let decoded = ChatMessage::from_json(r#"{"source":"a","content":"b","id":7}"#).unwrap();
+        assert_eq!(decoded, message("a", "b"));
+    }
+
+    /// Text that is not JSON is refused as invalid JSON, with serde's explanation.
+    #[test]
+    fn non_json_is_invalid_json() {
+        for text in [
+            "",
+            "hello",
+            "{",
+            r#"{"source":"a","content":"b""#,
+            "{'source':'a'}",
+        ] {
+            let error = ChatMessage::from_json(text).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidJson, "{text:?}");
+            assert!(
+                error.message.starts_with("the frame is not valid JSON: "),
+                "{error}"
+            );
+        }
+    }
+
+    /// JSON of the wrong shape is refused as an invalid message, naming what was wrong.
+    #[test]
+    fn wrong_shapes_are_invalid_messages() {
+        let cases = [
+            (r#"{"source":"a"}"#, "missing field `content`"),
+            (r#"{"content":"b"}"#, "missing field `source`"),
+            (r#"{"source":1,"content":"b"}"#, "invalid type: integer `1`"),
+            (r#"{"source":"a","content":null}"#, "invalid type: null"),
+            (r#"["a","b"]"#, "expected a JSON object, found an array"),
+            ("42", "expected a JSON object, found a number"),
+            (r#""hello""#, "expected a JSON object, found a string"),
+            ("null", "expected a JSON object, found null"),
+        ];
+        for (text, detail) in cases {
+            let error = ChatMessage::from_json(text).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidMessage, "{text}");
+            assert!(error.message.contains(detail), "{text}: {error}");
+        }
+    }
+
+    /// An error frame has the documented shape and decodes back on the client.
+    #[test]
+    fn error_frame_shape() {
+        let frame = RelayFrame::from(WireError::new(ErrorCode::BinaryFrame, ""));
+        let text = frame.to_json();
+        assert_eq!(
+            text,
+            r#"{"error":{"code":"binary_frame","message":"binary frames are not supported: send JSON text frames"}}"#
+        );
+        assert_eq!(RelayFrame::from_json(&text).unwrap(), frame);
+    }
+
+    /// The client tells chat frames from error frames, and refuses anything else.
+    #[test]
+    fn client_decodes_both_frame_kinds() {
+        assert_eq!(
+            RelayFrame::from_json(r#"{"source":"a","content":"b"}"#).unwrap(),
+            RelayFrame::Chat(message("a", "b"))
+        );
+        assert!(RelayFrame::from_json(r#"{"error":{"code":"nope","message":"x"}}"#).is_err());
+        assert!(RelayFrame::from_json(r#"{"hello":"world"}"#).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The wschat relay: lets browser tabs (and the tutorial's own client) chat over WebSockets.
+//!
+//! - [`run`] serves the relay on a listener until a shutdown future completes, then closes every
+//!   client socket with 1001 and waits for the socket tasks.
+//! - `routes` maps HTTP paths to handlers: WebSocket upgrades on `/ws` and `/`, and optionally the
+//!   built app as static files.
+//! - `connection` runs one client: a reader task, a writer task, and the close handshake.
+//! - `room` keeps the connected clients and fans each message out to everyone but its sender.
+
+mod connection;
+mod room;
+mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use room::Room;
+
+/// How the relay behaves. [`Config::default`] gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A directory holding a built app (`trunk build --release` output) to serve beside the
+    /// socket, so a deployment is one process. `None`: serve only the socket.
+    pub static_dir: Option<PathBuf>,
+    /// How many frames may wait for one client before it counts as not reading and is evicted.
+    /// Default 256: far more than a chat burst, small enough to bound memory per client.
+    pub queue_capacity: usize,
+    /// The largest message a client may send, in bytes; larger ones close the connection (1009).
+    /// Default 64 KiB.
+    pub max_message_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            static_dir: None,
+            queue_capacity: 256,
+            max_message_size: 64 * 1024,
+        }
+    }
+}
+
+/// What every request handler shares.
+struct Relay {
+    config: Config,
+    room: Arc<Room>,
+    /// Cancelled when the relay shuts down; each client's stop token is a child of it.
+    shutdown: CancellationToken,
+    /// Tracks the socket tasks, which axum's graceful shutdown alone does not wait for.
+    sockets: TaskTracker,
+}
+
+/// Serves the relay on `listener` until `shutdown` completes.
+///
+/// Shutdown then stops accepting connections, closes every client socket with 1001 ("going
+/// away") and returns once every socket task has finished.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let relay = Arc::new(Relay {
+        room: Arc::new(Room::new(config.queue_capacity)),
+        config,
+        shutdown: CancellationToken::new(),
+        sockets: TaskTracker::new(),
+    });
+    tracing::info!(address = %listener.local_addr()?, static_dir = ?relay.config.static_dir, "listening");
+    let app = routes::router(Arc::clone(&relay));
+    let stop = relay.shutdown.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    })
+    .await?;
+    relay.sockets.close();
+    relay.sockets.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The `wschat-relay` command: parses flags, sets up logging, binds, and runs the relay until
+//! Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use wschat_relay::Config;
+
+/// Relays chat messages between WebSocket clients: the wschat app and the tutorial's client.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (the tutorial's client connects to port 5000).
+    #[arg(long, env = "WSCHAT_LISTEN", default_value = "127.0.0.1:5000")]
+    listen: SocketAddr,
+    /// Also serve a built app (`trunk build --release` output) from DIR on the same port.
+    #[arg(long = "static", env = "WSCHAT_STATIC", value_name = "DIR")]
+    static_dir: Option<PathBuf>,
+    /// Frames that may wait for one client before it is evicted as not reading.
+    #[arg(long, env = "WSCHAT_QUEUE_CAPACITY", default_value_t = Config::default().queue_capacity,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    queue_capacity: usize,
+    /// Largest message a client may send, in bytes.
+    #[arg(long, env = "WSCHAT_MAX_MESSAGE_SIZE", default_value_t = Config::default().max_message_size)]
+    max_message_size: usize,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("wschat_relay=info")),
+        )
+        .init();
+    if let Some(dir) = &args.static_dir {
+        if !dir.join("index.html").is_file() {
+            tracing::error!(dir = %dir.display(), "no index.html there: build the app first (trunk build --release)");
+            std::process::exit(2);
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .inspect_err(|error| {
+            tracing::error!(address = %args.listen, %error, "cannot listen");
+        })?;
+    let config = Config {
+        static_dir: args.static_dir,
+        queue_capacity: args.queue_capacity,
+        max_message_size: args.max_message_size,
+    };
+    wschat_relay::run(listener, config, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C, or on SIGTERM (what service managers and container runtimes send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,71 @@
+//! HTTP routes: WebSocket upgrades on `/ws` and `/`, and the built app as static files.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, Request, State, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use tower::ServiceExt;
+use tower_http::compression::Compression;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::{connection, Relay};
+
+/// `/ws` is the app's socket; `/` is the tutorial's (`ws://localhost:5000`) and, for plain HTTP,
+/// the app's page when a static directory is configured.
+pub(crate) fn router(relay: Arc<Relay>) -> Router {
+    let mut router = Router::new()
+        .route("/ws", any(upgrade))
+        .route("/", any(root));
+    if let Some(dir) = &relay.config.static_dir {
+        // Compressed on the fly: the wasm bundle shrinks to about a third over gzip.
+        router = router.fallback_service(Compression::new(ServeDir::new(dir)));
+    }
+    router.with_state(relay)
+}
+
+async fn upgrade(
+    socket: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(relay): State<Arc<Relay>>,
+) -> Response {
+    accept(socket, peer, relay)
+}
+
+async fn root(
+    socket: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(relay): State<Arc<Relay>>,
+    request: Request,
+) -> Response {
+    if let Ok(socket) = socket {
+        return accept(socket, peer, relay);
+    }
+    match &relay.config.static_dir {
+        Some(dir) => {
+            let index = Compression::new(ServeFile::new(dir.join("index.html")));
+            match index.oneshot(request).await {
+                Ok(response) => response.into_response(),
+                Err(never) => match never {},
+            }
+        }
+        None => "wschat relay: connect a WebSocket to /ws\n".into_response(),
+    }
+}
+
+fn accept(socket: WebSocketUpgrade, peer: SocketAddr, relay: Arc<Relay>) -> Response {
+    socket
+        .max_message_size(relay.config.max_message_size)
+        .on_upgrade(move |socket| {
+            let task = connection::serve(
+                socket,
+                peer,
+                Arc::clone(&relay.room),
+                relay.shutdown.clone(),
+            );
+            relay.sockets.track_future(task)
+        })
+}

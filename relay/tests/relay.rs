@@ -1,0 +1,334 @@
+//! The relay as clients see it: real tokio-tungstenite clients against `run(...)` on 127.0.0.1:0.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame};
+use wschat_relay::Config;
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Guards against a hang, never a performance assertion: far above anything a working relay needs.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A relay running in this process, stopped when `stop` is called or the test ends.
+struct TestRelay {
+    address: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestRelay {
+    async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(wschat_relay::run(listener, config, async move {
+            // A dropped sender (test over) stops the relay too.
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    async fn connect(&self) -> Client {
+        self.connect_to("/ws").await
+    }
+
+    async fn connect_to(&self, path: &str) -> Client {
+        let url = format!("ws://{}{path}", self.address);
+        let (client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        client
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(PATIENCE, &mut self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn chat(source: &str, content: &str) -> ChatMessage {
+    ChatMessage {
+        source: source.into(),
+        content: content.into(),
+    }
+}
+
+async fn send(client: &mut Client, message: &ChatMessage) {
+    client.send(Message::text(message.to_json())).await.unwrap();
+}
+
+/// The next data frame a client receives, decoded.
+async fn next_frame(client: &mut Client) -> RelayFrame {
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, client.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match frame {
+            Message::Text(text) => return RelayFrame::from_json(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+async fn next_chat(client: &mut Client) -> ChatMessage {
+    match next_frame(client).await {
+        RelayFrame::Chat(message) => message,
+        other => panic!("expected a chat message, got {other:?}"),
+    }
+}
+
+/// Reads until the relay closes the connection; returns the close code it sent, if any.
+async fn close_code(client: &mut Client) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(PATIENCE, client.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => return frame.map(|frame| frame.code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// A message from one tab appears in every other tab, exactly as sent, and not back in the
+/// sender's own tab (it already lists it under "Sent").
+#[tokio::test]
+async fn relays_to_everyone_but_the_sender() {
+    let relay = TestRelay::start(Config::default()).await;
+    let mut alice = relay.connect().await;
+    let mut bob = relay.connect().await;
+    let mut carol = relay.connect().await;
+
+    let hello = chat("alice", "hello, everyone");
+    send(&mut alice, &hello).await;
+    assert_eq!(next_chat(&mut bob).await, hello);
+    assert_eq!(next_chat(&mut carol).await, hello);
+
+    // Bob's reply was sent after the relay had fanned out Alice's message, so if Alice had been
+    // sent her own message it would arrive before Bob's reply.
+    let reply = chat("bob", "hi alice");
+    send(&mut bob, &reply).await;
+    assert_eq!(next_chat(&mut alice).await, reply);
+    assert_eq!(next_chat(&mut carol).await, reply);
+    relay.stop().await;
+}
+
+/// The tutorial's client connects to `ws://localhost:5000` (path `/`) and speaks plain JSON; it
+/// chats with app clients on `/ws`, byte for byte as the tutorial expects.
+#[tokio::test]
+async fn tutorial_client_on_root_path_chats_with_app_clients() {
+    let relay = TestRelay::start(Config::default()).await;
+    let mut tutorial = relay.connect_to("/").await;
+    let mut app = relay.connect().await;
+
+    let text = r#"{"source":"localhost","content":"from the tutorial"}"#;
+    tutorial.send(Message::text(text)).await.unwrap();
+    let received = tokio::time::timeout(PATIENCE, app.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, Message::text(text));
+
+    send(&mut app, &chat("app", "from the app")).await;
+    assert_eq!(next_chat(&mut tutorial).await, chat("app", "from the app"));
+    relay.stop().await;
+}
+
+/// A bad frame is answered to its sender alone with a clear error; its connection stays open and
+/// the other clients see nothing of it.
+#[tokio::test]
+async fn bad_frames_are_answered_to_the_sender_only() {
+    let relay = TestRelay::start(Config::default()).await;
+    let mut sender = relay.connect().await;
+    let mut other = relay.connect().await;
+
+    let cases = [
+        (Message::text("not json"), ErrorCode::InvalidJson),
+        (
+            Message::text(r#"{"source":"a","content":"unterminated"#),
+            ErrorCode::InvalidJson,
+        ),
+        (
+            Message::text(r#"{"source":"a"}"#),
+            ErrorCode::InvalidMessage,
+        ),
+        (
+            Message::text(r#"{"source":1,"content":"b"}"#),
+            ErrorCode::InvalidMessage,
+        ),
+        (Message::text(r#"["a","b"]"#), ErrorCode::InvalidMessage),
+        (
+            Message::binary(vec![0, 159, 146, 150]),
+            ErrorCode::BinaryFrame,
+        ),
+    ];
+    for (frame, expected) in cases {
+        let description = format!("{frame:?}");
+        sender.send(frame).await.unwrap();
+        match next_frame(&mut sender).await {
+            RelayFrame::Error { error } => {
+                assert_eq!(error.code, expected, "{description}");
+                assert!(!error.message.is_empty());
+            }
+            other => panic!("{description}: expected an error, got {other:?}"),
+        }
+    }
+
+    // The sender is still connected and can chat; the other client's first frame is that message,
+    // so none of the bad frames (nor their answers) reached it.
+    let fine = chat("sender", "sorry about that");
+    send(&mut sender, &fine).await;
+    assert_eq!(next_chat(&mut other).await, fine);
+    send(&mut other, &chat("other", "no harm done")).await;
+    assert_eq!(next_chat(&mut sender).await, chat("other", "no harm done"));
+    relay.stop().await;
+}
+
+/// A client that stops reading does not slow anyone else down: the others get every message, in
+/// order, and the stalled client is disconnected once its queue overflows.
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_stall_the_others() {
+    let relay = TestRelay::start(Config {
+        queue_capacity: 8,
+        ..Config::default()
+    })
+    .await;
+    let mut stalled = relay.connect().await;
+    let mut sender = relay.connect().await;
+    let mut reader = relay.connect().await;
+
+    // 400 messages of 60 KB: ~24 MB, more than the loopback socket buffers can hide. The sender
+    // waits for each message to reach the reader before sending the next, so the reader is never
+    // the slow one: only the stalled client falls behind.
+    let body = "x".repeat(60_000);
+    for n in 0..400 {
+        send(&mut sender, &chat(&n.to_string(), &body)).await;
+        let message = next_chat(&mut reader).await;
+        assert_eq!(
+            message.source,
+            n.to_string(),
+            "messages arrive complete and in order"
+        );
+    }
+
+    // Now the stalled client reads: it finds its connection closed by the relay, with 1008 when
+    // the close frame could still be delivered.
+    let code = close_code(&mut stalled).await;
+    assert!(
+        matches!(code, None | Some(CloseCode::Policy)),
+        "closed with {code:?}"
+    );
+    relay.stop().await;
+}
+
+/// Stopping the relay closes every client socket with 1001 ("going away") and `run` returns.
+#[tokio::test]
+async fn shutdown_closes_every_socket_with_1001() {
+    let relay = TestRelay::start(Config::default()).await;
+    let mut first = relay.connect().await;
+    let mut second = relay.connect_to("/").await;
+    send(&mut first, &chat("first", "before the shutdown")).await;
+    next_chat(&mut second).await;
+
+    relay.stop().await;
+    assert_eq!(close_code(&mut first).await, Some(CloseCode::Away));
+    assert_eq!(close_code(&mut second).await, Some(CloseCode::Away));
+}
+
+/// A message larger than the limit ends only the sender's connection (1009); others chat on.
+#[tokio::test]
+async fn oversized_message_closes_only_its_sender() {
+    let relay = TestRelay::start(Config {
+        max_message_size: 1024,
+        ..Config::default()
+    })
+    .await;
+    let mut big = relay.connect().await;
+    let mut other = relay.connect().await;
+    let mut third = relay.connect().await;
+
+    big.send(Message::text(chat("big", &"y".repeat(2048)).to_json()))
+        .await
+        .unwrap();
+    let code = close_code(&mut big).await;
+    assert!(
+        matches!(code, None | Some(CloseCode::Size)),
+        "closed with {code:?}"
+    );
+
+    send(&mut other, &chat("other", "still here")).await;
+    assert_eq!(next_chat(&mut third).await, chat("other", "still here"));
+    relay.stop().await;
+}
+
+/// With `--static DIR` the relay also serves the built app, on the same port as the socket.
+#[tokio::test]
+async fn serves_the_built_app_beside_the_socket() {
+    let dir = std::env::temp_dir().join(format!("wschat-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><title>wschat</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.join("app.js"), "console.log('wschat')").unwrap();
+    let relay = TestRelay::start(Config {
+        static_dir: Some(dir.clone()),
+        ..Config::default()
+    })
+    .await;
+
+    let index = http_get(relay.address, "/").await;
+    assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+    assert!(
+        index.ends_with("<!doctype html><title>wschat</title>"),
+        "{index}"
+    );
+    let script = http_get(relay.address, "/app.js").await;
+    assert!(script.starts_with("HTTP/1.1 200") && script.ends_with("console.log('wschat')"));
+    assert!(http_get(relay.address, "/missing.js")
+        .await
+        .starts_with("HTTP/1.1 404"));
+
+    // The socket still works on both paths.
+    let mut app = relay.connect().await;
+    let mut tutorial = relay.connect_to("/").await;
+    send(&mut app, &chat("app", "static and socket on one port")).await;
+    assert_eq!(
+        next_chat(&mut tutorial).await,
+        chat("app", "static and socket on one port")
+    );
+    relay.stop().await;
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+async fn http_get(address: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    response
+}
