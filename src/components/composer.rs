@@ -1,0 +1,58 @@
+//! The message box and its Send button.
+
+use leptos::ev::KeyboardEvent;
+use leptos::prelude::*;
+
+use crate::chat_socket::{expect_chat_socket, ConnectionState, SendError};
+
+/// A textarea and a "Send Message" button. Enter sends, Shift+Enter starts a new line; the box
+/// clears only once the message is sent, so nothing typed is lost.
+#[component]
+pub fn Composer() -> impl IntoView {
+    let socket = expect_chat_socket();
+    let (draft, set_draft) = signal(String::new());
+    let (problem, set_problem) = signal(None::<SendError>);
+    let send = move || match socket.send(&draft.get_untracked()) {
+        Ok(()) => {
+            set_draft.set(String::new());
+            set_problem.set(None);
+        }
+        Err(SendError::Blank) => set_problem.set(None),
+        Err(error) => set_problem.set(Some(error)),
+    };
+    let on_keydown = move |event: KeyboardEvent| {
+        // `is_composing`: Enter that confirms an IME composition (e.g. Japanese input) is not a send.
+        if event.key() == "Enter" && !event.shift_key() && !event.is_composing() {
+            event.prevent_default();
+            send();
+        }
+    };
+    let disconnected = move || socket.state.get() != ConnectionState::Connected;
+    view! {
+        <form
+            class="composer"
+            on:submit=move |event| {
+                event.prevent_default();
+                send();
+            }
+        >
+            <textarea
+                data-testid="composer"
+                aria-label="Message"
+                placeholder="Type a message; Enter sends, Shift+Enter for a new line"
+                rows="3"
+                prop:value=draft
+                on:input=move |event| set_draft.set(event_target_value(&event))
+                on:keydown=on_keydown
+            ></textarea>
+            <button type="submit" data-testid="send" disabled=disconnected>
+                "Send Message"
+            </button>
+            <Show when=move || problem.with(Option::is_some)>
+                <p class="send-problem" role="alert">
+                    {move || problem.get().map(|error| error.to_string())}
+                </p>
+            </Show>
+        </form>
+    }
+}
