@@ -115,7 +115,8 @@ impl ChatSocket {
             set_received,
             set_last_error,
         };
-        leptos::task::spawn_local(run_socket(options.url, command_receiver, updates));
+        // A browser task of its own, independent of any reactive executor.
+        wasm_bindgen_futures::spawn_local(run_socket(options.url, command_receiver, updates));
         let closer = commands.clone();
         on_cleanup(move || {
             // Fails only when the socket task has already ended, and then there is nothing to close.

@@ -1,0 +1,321 @@
+//! The app in real browsers (headless Chromium and Firefox) against a real relay, which
+//! `cargo xtask test` starts and names in `WSCHAT_TEST_RELAY` at compile time.
+
+#![cfg(target_arch = "wasm32")]
+
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+use web_sys::{HtmlButtonElement, HtmlElement, HtmlTextAreaElement};
+use wschat::chat_socket::{ChatSocket, ChatSocketOptions, ConnectionState, SendError};
+use wschat::App;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+/// A running relay's socket URL.
+fn relay() -> String {
+    option_env!("WSCHAT_TEST_RELAY")
+        .expect("WSCHAT_TEST_RELAY is unset: run the browser tests with `cargo xtask test`")
+        .to_owned()
+}
+
+/// A socket URL where nothing listens.
+fn dead_relay() -> String {
+    option_env!("WSCHAT_TEST_DEAD_RELAY")
+        .expect("WSCHAT_TEST_DEAD_RELAY is unset: run the browser tests with `cargo xtask test`")
+        .to_owned()
+}
+
+fn options(url: String, source: &str) -> ChatSocketOptions {
+    ChatSocketOptions {
+        url,
+        source: source.to_owned(),
+    }
+}
+
+async fn sleep(milliseconds: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        window()
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, milliseconds)
+            .expect("setTimeout is always available in a window");
+    });
+    wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .expect("a timer promise never rejects");
+}
+
+/// Waits for `condition`, polling; gives up after 15 s, which only a broken app needs.
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..750 {
+        if condition() {
+            return;
+        }
+        sleep(20).await;
+    }
+    panic!("gave up waiting for {what}");
+}
+
+/// Opens a chat socket under its own reactive owner, like another tab would.
+fn open_socket(options: ChatSocketOptions) -> (Owner, ChatSocket) {
+    let owner = Owner::new();
+    let socket = owner.with(|| ChatSocket::open(options));
+    (owner, socket)
+}
+
+/// Mounts the whole app in a fresh container and returns the container.
+fn mount_app(options: ChatSocketOptions) -> (HtmlElement, impl Drop) {
+    let container: HtmlElement = document().create_element("div").unwrap().unchecked_into();
+    document().body().unwrap().append_child(&container).unwrap();
+    let handle = leptos::mount::mount_to(container.clone(), move || view! { <App options /> });
+    (container, handle)
+}
+
+fn by_testid<T: JsCast>(container: &HtmlElement, testid: &str) -> T {
+    container
+        .query_selector(&format!("[data-testid={testid}]"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("no element with data-testid={testid}"))
+        .dyn_into()
+        .unwrap_or_else(|_| panic!("data-testid={testid} has an unexpected element type"))
+}
+
+fn list_texts(container: &HtmlElement, testid: &str) -> Vec<(String, String)> {
+    let items = container
+        .query_selector_all(&format!("[data-testid={testid}] > li"))
+        .unwrap();
+    (0..items.length())
+        .map(|n| {
+            let item: HtmlElement = items.get(n).unwrap().unchecked_into();
+            let part = |class: &str| {
+                item.query_selector(class)
+                    .unwrap()
+                    .and_then(|node| node.text_content())
+                    .unwrap()
+            };
+            (part(".source"), part(".content"))
+        })
+        .collect()
+}
+
+/// The entries of a list sent under `source`. The tests run concurrently against one relay, so
+/// each test looks only at the messages of its own (uniquely named) tabs.
+fn list_from(container: &HtmlElement, testid: &str, source: &str) -> Vec<String> {
+    list_texts(container, testid)
+        .into_iter()
+        .filter(|(from, _)| from == source)
+        .map(|(_, content)| content)
+        .collect()
+}
+
+fn received_from(socket: &ChatSocket, source: &str) -> Vec<String> {
+    socket.received.with_untracked(|log| {
+        log.entries()
+            .iter()
+            .filter(|entry| entry.message.source == source)
+            .map(|entry| entry.message.content.clone())
+            .collect()
+    })
+}
+
+fn status(container: &HtmlElement) -> String {
+    by_testid::<HtmlElement>(container, "connection-status")
+        .text_content()
+        .unwrap()
+}
+
+/// Types into the composer as a user would: set the text, then fire the `input` event.
+fn type_into(textarea: &HtmlTextAreaElement, text: &str) {
+    textarea.set_value(text);
+    let init = web_sys::EventInit::new();
+    init.set_bubbles(true);
+    let input = web_sys::Event::new_with_event_init_dict("input", &init).unwrap();
+    textarea.dispatch_event(&input).unwrap();
+}
+
+/// Presses a key in the composer.
+fn press(textarea: &HtmlTextAreaElement, key: &str, shift: bool) {
+    let init = web_sys::KeyboardEventInit::new();
+    init.set_key(key);
+    init.set_shift_key(shift);
+    init.set_bubbles(true);
+    init.set_cancelable(true);
+    let event =
+        web_sys::KeyboardEvent::new_with_keyboard_event_init_dict("keydown", &init).unwrap();
+    textarea.dispatch_event(&event).unwrap();
+}
+
+/// The page has the tutorial's structure: a heading, a textarea, a "Send Message" button, the two
+/// lists, and a status badge that turns "connected" once the relay answers.
+#[wasm_bindgen_test]
+async fn page_has_the_tutorial_structure() {
+    let (page, _app) = mount_app(options(relay(), "structure"));
+    assert_eq!(
+        page.query_selector("h1")
+            .unwrap()
+            .unwrap()
+            .text_content()
+            .unwrap(),
+        "wschat"
+    );
+    let _: HtmlTextAreaElement = by_testid(&page, "composer");
+    let send: HtmlButtonElement = by_testid(&page, "send");
+    assert_eq!(send.text_content().unwrap(), "Send Message");
+    for list in ["sent-list", "received-list"] {
+        let element: HtmlElement = by_testid(&page, list);
+        assert_eq!(element.tag_name(), "UL");
+        assert!(list_texts(&page, list).is_empty());
+    }
+    let headings = page.query_selector_all("h2").unwrap();
+    let titles: Vec<_> = (0..headings.length())
+        .map(|n| headings.get(n).unwrap().text_content().unwrap())
+        .collect();
+    assert_eq!(titles, ["Sent Messages", "Received Messages"]);
+    until("the badge to say connected", || {
+        status(&page) == "connected"
+    })
+    .await;
+    assert!(!send.disabled());
+}
+
+/// Typing in one tab and pressing Send lists the message under "Sent Messages" and clears the box;
+/// another tab receives it; that tab's reply appears under "Received Messages".
+#[wasm_bindgen_test]
+async fn sending_and_receiving_through_the_page() {
+    let (page, _app) = mount_app(options(relay(), "page-tab"));
+    let (_other_owner, other) = open_socket(options(relay(), "other-tab"));
+    until("the page to connect", || status(&page) == "connected").await;
+    until("the other tab to connect", || {
+        other.state.get_untracked() == ConnectionState::Connected
+    })
+    .await;
+
+    let composer: HtmlTextAreaElement = by_testid(&page, "composer");
+    type_into(&composer, "hello from the page");
+    by_testid::<HtmlButtonElement>(&page, "send").click();
+    until("the message under Sent", || {
+        !list_texts(&page, "sent-list").is_empty()
+    })
+    .await;
+    assert_eq!(
+        list_texts(&page, "sent-list"),
+        [("page-tab".to_owned(), "hello from the page".to_owned())]
+    );
+    assert_eq!(composer.value(), "", "the box clears after a send");
+    until("the other tab to receive it", || {
+        !received_from(&other, "page-tab").is_empty()
+    })
+    .await;
+    assert_eq!(received_from(&other, "page-tab"), ["hello from the page"]);
+
+    other.send("hello back").unwrap();
+    until("the reply under Received", || {
+        !list_from(&page, "received-list", "other-tab").is_empty()
+    })
+    .await;
+    assert_eq!(
+        list_from(&page, "received-list", "other-tab"),
+        ["hello back"]
+    );
+}
+
+/// Enter sends; Shift+Enter does not (it is for a new line); a blank message is never sent.
+#[wasm_bindgen_test]
+async fn enter_sends_and_blank_messages_are_not_sent() {
+    let (page, _app) = mount_app(options(relay(), "keyboard"));
+    until("the page to connect", || status(&page) == "connected").await;
+    let composer: HtmlTextAreaElement = by_testid(&page, "composer");
+
+    type_into(&composer, "   \n  ");
+    press(&composer, "Enter", false);
+    by_testid::<HtmlButtonElement>(&page, "send").click();
+    sleep(100).await;
+    assert!(
+        list_texts(&page, "sent-list").is_empty(),
+        "blank messages are not sent"
+    );
+
+    type_into(&composer, "two\nlines");
+    press(&composer, "Enter", true);
+    sleep(100).await;
+    assert!(
+        list_texts(&page, "sent-list").is_empty(),
+        "Shift+Enter does not send"
+    );
+    press(&composer, "Enter", false);
+    until("Enter to send", || {
+        !list_texts(&page, "sent-list").is_empty()
+    })
+    .await;
+    assert_eq!(list_texts(&page, "sent-list")[0].1, "two\nlines");
+}
+
+/// Content is shown as text: markup from another tab is displayed, never run or rendered.
+#[wasm_bindgen_test]
+async fn content_is_rendered_as_text_never_as_html() {
+    let (page, _app) = mount_app(options(relay(), "victim"));
+    let (_owner, attacker) = open_socket(options(relay(), "<b>attacker</b>"));
+    until("the page to connect", || status(&page) == "connected").await;
+    until("the attacker to connect", || {
+        attacker.state.get_untracked() == ConnectionState::Connected
+    })
+    .await;
+    let payload = "<img src=x onerror=\"document.title='pwned'\">";
+    attacker.send(payload).unwrap();
+    until("the payload to arrive", || {
+        !list_from(&page, "received-list", "<b>attacker</b>").is_empty()
+    })
+    .await;
+    assert_eq!(
+        list_from(&page, "received-list", "<b>attacker</b>"),
+        [payload]
+    );
+    assert!(page
+        .query_selector("[data-testid=received-list] img")
+        .unwrap()
+        .is_none());
+    assert!(page
+        .query_selector("[data-testid=received-list] b")
+        .unwrap()
+        .is_none());
+    assert_ne!(document().title(), "pwned");
+}
+
+/// The service's state signal follows the socket: connecting, then connected, then disconnected
+/// once closed; sending is refused while not connected, and nothing is listed.
+#[wasm_bindgen_test]
+async fn state_follows_open_and_close() {
+    let (_owner, socket) = open_socket(options(relay(), "stateful"));
+    assert_eq!(socket.state.get_untracked(), ConnectionState::Connecting);
+    assert_eq!(socket.send("too early"), Err(SendError::NotConnected));
+    until("connected", || {
+        socket.state.get_untracked() == ConnectionState::Connected
+    })
+    .await;
+    assert_eq!(socket.send(" \t\n"), Err(SendError::Blank));
+
+    socket.close();
+    until("disconnected", || {
+        socket.state.get_untracked() == ConnectionState::Disconnected
+    })
+    .await;
+    assert_eq!(socket.send("too late"), Err(SendError::NotConnected));
+    assert!(socket.sent.with_untracked(|log| log.is_empty()));
+}
+
+/// A relay that is not there leaves the socket disconnected with an explanation.
+#[wasm_bindgen_test]
+async fn unreachable_relay_is_reported() {
+    let (_owner, socket) = open_socket(options(dead_relay(), "lonely"));
+    until("disconnected", || {
+        socket.state.get_untracked() == ConnectionState::Disconnected
+    })
+    .await;
+    let error = socket
+        .last_error
+        .get_untracked()
+        .expect("the failure is explained");
+    assert!(
+        error.contains("Disconnected") || error.contains("Cannot open"),
+        "{error}"
+    );
+}
