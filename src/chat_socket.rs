@@ -6,8 +6,11 @@
 //! Frames are encoded and decoded with the wire types of `wschat-protocol`. No component touches
 //! gloo-net; the socket closes when the owner that created the service is cleaned up.
 
+use std::pin::Pin;
+use std::task::Poll;
+
 use futures::channel::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use futures::{future, SinkExt, StreamExt};
+use futures::{future, Sink, SinkExt, StreamExt};
 use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::{Message, WebSocketError};
 use leptos::prelude::*;
@@ -62,10 +65,7 @@ pub struct ChatSocketOptions {
 
 impl Default for ChatSocketOptions {
     fn default() -> Self {
-        Self {
-            url: crate::relay_url::for_current_page(),
-            source: guest_name(),
-        }
+        Self { url: crate::relay_url::for_current_page(), source: guest_name() }
     }
 }
 
@@ -110,11 +110,7 @@ impl ChatSocket {
         let (received, set_received) = signal(MessageLog::default());
         let (last_error, set_last_error) = signal(None);
         let (commands, command_receiver) = mpsc::unbounded();
-        let updates = SocketUpdates {
-            set_state,
-            set_received,
-            set_last_error,
-        };
+        let updates = SocketUpdates { set_state, set_received, set_last_error };
         // A browser task of its own, independent of any reactive executor.
         wasm_bindgen_futures::spawn_local(run_socket(options.url, command_receiver, updates));
         let closer = commands.clone();
@@ -152,10 +148,7 @@ impl ChatSocket {
         if self.state.get_untracked() != ConnectionState::Connected {
             return Err(SendError::NotConnected);
         }
-        let message = ChatMessage {
-            source: self.source(),
-            content: content.to_owned(),
-        };
+        let message = ChatMessage { source: self.source(), content: content.to_owned() };
         self.commands
             .with_value(|commands| commands.unbounded_send(Command::Send(message.to_json())))
             .map_err(|_| SendError::NotConnected)?;
@@ -169,9 +162,7 @@ impl ChatSocket {
     /// Closes the socket (code 1000); the state becomes [`ConnectionState::Disconnected`].
     pub fn close(&self) {
         // Fails only when the socket task has already ended: then the socket is closed already.
-        let _ = self
-            .commands
-            .with_value(|commands| commands.unbounded_send(Command::Close));
+        let _ = self.commands.with_value(|commands| commands.unbounded_send(Command::Close));
     }
 }
 
@@ -205,8 +196,7 @@ impl SocketUpdates {
                 received.push(message);
             }),
             Ok(RelayFrame::Error { error }) => {
-                self.set_last_error
-                    .set(Some(format!("The relay refused a message: {error}")));
+                self.set_last_error.set(Some(format!("The relay refused a message: {error}")));
             }
             Err(error) => {
                 leptos::logging::warn!("wschat: ignoring a frame from the relay: {error}: {text}");
@@ -225,36 +215,29 @@ enum Event {
 /// Owns the socket for its whole life: reports it open, hands received frames to the logs, sends
 /// what [`ChatSocket::send`] queues, and reports it closed.
 async fn run_socket(url: String, mut commands: UnboundedReceiver<Command>, updates: SocketUpdates) {
-    let socket = match WebSocket::open(&url) {
+    let mut socket = match WebSocket::open(&url) {
         Ok(socket) => socket,
         Err(error) => {
-            updates
-                .set_last_error
-                .set(Some(format!("Cannot open a socket to {url}: {error}")));
+            updates.set_last_error.set(Some(format!("Cannot open a socket to {url}: {error}")));
             updates.set_state.set(ConnectionState::Disconnected);
             return;
         }
     };
-    let (mut sink, stream) = socket.split();
-    let mut stream = stream.fuse();
     let mut opened = false;
     loop {
-        let event = {
-            // gloo-net's sink becomes ready when the socket opens; there is no separate open event.
-            let open = async {
-                if opened {
-                    future::pending::<()>().await;
-                }
-                // Never an error: gloo-net's `poll_ready` only waits for the connecting state to end.
-                let _ = future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await;
-            };
-            let mut open = std::pin::pin!(futures::FutureExt::fuse(open));
-            futures::select_biased! {
-                command = commands.next() => Event::Command(command),
-                frame = stream.next() => Event::Frame(frame),
-                () = open => Event::Opened,
+        // One poll over everything the task waits for. gloo-net has no open event: its sink turns
+        // ready when the socket opens. (Not split: a `SplitSink` reports ready at once, without
+        // asking the socket, which would claim "connected" while the handshake is still going.)
+        let event = future::poll_fn(|cx| {
+            if let Poll::Ready(command) = commands.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Command(command));
             }
-        };
+            if !opened && Pin::new(&mut socket).poll_ready(cx).is_ready() {
+                return Poll::Ready(Event::Opened);
+            }
+            socket.poll_next_unpin(cx).map(Event::Frame)
+        })
+        .await;
         match event {
             Event::Opened => {
                 opened = true;
@@ -270,11 +253,7 @@ async fn run_socket(url: String, mut commands: UnboundedReceiver<Command>, updat
             Event::Frame(Some(Err(WebSocketError::ConnectionClose(close)))) => {
                 if !close.was_clean || close.code != 1000 {
                     let reason = &close.reason;
-                    let why = if reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {reason}")
-                    };
+                    let why = if reason.is_empty() { String::new() } else { format!(": {reason}") };
                     updates.set_last_error.set(Some(format!(
                         "Disconnected from the relay (code {}{why})",
                         close.code
@@ -283,24 +262,18 @@ async fn run_socket(url: String, mut commands: UnboundedReceiver<Command>, updat
                 break;
             }
             Event::Frame(Some(Err(error))) => {
-                updates
-                    .set_last_error
-                    .set(Some(format!("Socket error: {error}")));
+                updates.set_last_error.set(Some(format!("Socket error: {error}")));
                 break;
             }
             Event::Frame(None) => break,
             Event::Command(Some(Command::Send(text))) => {
-                if let Err(error) = sink.send(Message::Text(text)).await {
-                    updates
-                        .set_last_error
-                        .set(Some(format!("Sending failed: {error}")));
+                if let Err(error) = socket.send(Message::Text(text)).await {
+                    updates.set_last_error.set(Some(format!("Sending failed: {error}")));
                 }
             }
             Event::Command(Some(Command::Close) | None) => {
-                if let Ok(socket) = sink.reunite(stream.into_inner()) {
-                    // Only fails for an invalid code or an over-long reason, and these are valid.
-                    let _ = socket.close(Some(1000), Some("closed by the user"));
-                }
+                // Only fails for an invalid code or an over-long reason, and these are valid.
+                let _ = socket.close(Some(1000), Some("closed by the user"));
                 updates.set_state.set(ConnectionState::Disconnected);
                 return;
             }

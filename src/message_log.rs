@@ -52,10 +52,7 @@ mod tests {
     use super::*;
 
     fn message(content: &str) -> ChatMessage {
-        ChatMessage {
-            source: "tab".into(),
-            content: content.into(),
-        }
+        ChatMessage { source: "tab".into(), content: content.into() }
     }
 
     /// Messages keep their order, and identical messages still get distinct ids (two "ok"s in a
@@ -67,11 +64,7 @@ mod tests {
         let second = log.push(message("ok"));
         let third = log.push(message("bye"));
         assert!(first < second && second < third);
-        let contents: Vec<_> = log
-            .entries()
-            .iter()
-            .map(|e| e.message.content.as_str())
-            .collect();
+        let contents: Vec<_> = log.entries().iter().map(|e| e.message.content.as_str()).collect();
         assert_eq!(contents, ["ok", "ok", "bye"]);
         assert_eq!(log.len(), 3);
     }

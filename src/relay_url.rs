@@ -12,18 +12,11 @@ pub const SOCKET_PATH: &str = "/ws";
 /// to any relay: `?relay=ws://127.0.0.1:5000/ws`.
 #[must_use]
 pub fn socket_url(page_protocol: &str, page_host: &str, relay_override: Option<&str>) -> String {
-    if let Some(relay) = relay_override
-        .map(str::trim)
-        .filter(|relay| !relay.is_empty())
-    {
+    if let Some(relay) = relay_override.map(str::trim).filter(|relay| !relay.is_empty()) {
         return relay.to_owned();
     }
     // A page served over TLS may only open TLS sockets (browsers block mixed content).
-    let scheme = if page_protocol == "https:" {
-        "wss"
-    } else {
-        "ws"
-    };
+    let scheme = if page_protocol == "https:" { "wss" } else { "ws" };
     format!("{scheme}://{page_host}{SOCKET_PATH}")
 }
 
@@ -50,36 +43,21 @@ mod tests {
     /// Behind `trunk serve` (or the relay's static serving) the socket is on the page's own host.
     #[test]
     fn plain_page_uses_ws_on_its_own_host() {
-        assert_eq!(
-            socket_url("http:", "127.0.0.1:8080", None),
-            "ws://127.0.0.1:8080/ws"
-        );
+        assert_eq!(socket_url("http:", "127.0.0.1:8080", None), "ws://127.0.0.1:8080/ws");
     }
 
     /// A page served over TLS connects with `wss://`, keeping its port.
     #[test]
     fn tls_page_uses_wss() {
-        assert_eq!(
-            socket_url("https:", "chat.example.org", None),
-            "wss://chat.example.org/ws"
-        );
-        assert_eq!(
-            socket_url("https:", "example.org:8443", None),
-            "wss://example.org:8443/ws"
-        );
+        assert_eq!(socket_url("https:", "chat.example.org", None), "wss://chat.example.org/ws");
+        assert_eq!(socket_url("https:", "example.org:8443", None), "wss://example.org:8443/ws");
     }
 
     /// `?relay=` points the page at any relay; a blank one is ignored.
     #[test]
     fn relay_parameter_overrides() {
         let relay = Some("ws://127.0.0.1:5000/ws");
-        assert_eq!(
-            socket_url("http:", "localhost:8080", relay),
-            "ws://127.0.0.1:5000/ws"
-        );
-        assert_eq!(
-            socket_url("http:", "localhost:8080", Some("  ")),
-            "ws://localhost:8080/ws"
-        );
+        assert_eq!(socket_url("http:", "localhost:8080", relay), "ws://127.0.0.1:5000/ws");
+        assert_eq!(socket_url("http:", "localhost:8080", Some("  ")), "ws://localhost:8080/ws");
     }
 }

@@ -12,25 +12,36 @@ use wschat::App;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
-/// A running relay's socket URL.
+/// A running relay's socket URL. Read at compile time: a browser test has no environment.
 fn relay() -> String {
-    option_env!("WSCHAT_TEST_RELAY")
-        .expect("WSCHAT_TEST_RELAY is unset: run the browser tests with `cargo xtask test`")
-        .to_owned()
+    match option_env!("WSCHAT_TEST_RELAY") {
+        Some(url) => url.to_owned(),
+        None => panic!("WSCHAT_TEST_RELAY is unset: run the browser tests with `cargo xtask test`"),
+    }
 }
 
 /// A socket URL where nothing listens.
 fn dead_relay() -> String {
-    option_env!("WSCHAT_TEST_DEAD_RELAY")
-        .expect("WSCHAT_TEST_DEAD_RELAY is unset: run the browser tests with `cargo xtask test`")
-        .to_owned()
+    match option_env!("WSCHAT_TEST_DEAD_RELAY") {
+        Some(url) => url.to_owned(),
+        None => {
+            panic!("WSCHAT_TEST_DEAD_RELAY is unset: run the browser tests with `cargo xtask test`")
+        }
+    }
+}
+
+/// A port that accepts TCP connections but never answers the WebSocket handshake.
+fn silent_relay() -> String {
+    match option_env!("WSCHAT_TEST_SILENT_RELAY") {
+        Some(url) => url.to_owned(),
+        None => panic!(
+            "WSCHAT_TEST_SILENT_RELAY is unset: run the browser tests with `cargo xtask test`"
+        ),
+    }
 }
 
 fn options(url: String, source: &str) -> ChatSocketOptions {
-    ChatSocketOptions {
-        url,
-        source: source.to_owned(),
-    }
+    ChatSocketOptions { url, source: source.to_owned() }
 }
 
 async fn sleep(milliseconds: i32) {
@@ -39,9 +50,7 @@ async fn sleep(milliseconds: i32) {
             .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, milliseconds)
             .expect("setTimeout is always available in a window");
     });
-    wasm_bindgen_futures::JsFuture::from(promise)
-        .await
-        .expect("a timer promise never rejects");
+    wasm_bindgen_futures::JsFuture::from(promise).await.expect("a timer promise never rejects");
 }
 
 /// Waits for `condition`, polling; gives up after 15 s, which only a broken app needs.
@@ -57,7 +66,9 @@ async fn until(what: &str, condition: impl Fn() -> bool) {
 
 /// Opens a chat socket under its own reactive owner, like another tab would.
 fn open_socket(options: ChatSocketOptions) -> (Owner, ChatSocket) {
-    let owner = Owner::new();
+    // A root of its own: a child of whatever owner happens to be current (another test's page)
+    // would be cleaned up, closing this socket, when that other test ends.
+    let owner = Owner::new_root(None);
     let socket = owner.with(|| ChatSocket::open(options));
     (owner, socket)
 }
@@ -80,17 +91,12 @@ fn by_testid<T: JsCast>(container: &HtmlElement, testid: &str) -> T {
 }
 
 fn list_texts(container: &HtmlElement, testid: &str) -> Vec<(String, String)> {
-    let items = container
-        .query_selector_all(&format!("[data-testid={testid}] > li"))
-        .unwrap();
+    let items = container.query_selector_all(&format!("[data-testid={testid}] > li")).unwrap();
     (0..items.length())
         .map(|n| {
             let item: HtmlElement = items.get(n).unwrap().unchecked_into();
             let part = |class: &str| {
-                item.query_selector(class)
-                    .unwrap()
-                    .and_then(|node| node.text_content())
-                    .unwrap()
+                item.query_selector(class).unwrap().and_then(|node| node.text_content()).unwrap()
             };
             (part(".source"), part(".content"))
         })
@@ -118,9 +124,7 @@ fn received_from(socket: &ChatSocket, source: &str) -> Vec<String> {
 }
 
 fn status(container: &HtmlElement) -> String {
-    by_testid::<HtmlElement>(container, "connection-status")
-        .text_content()
-        .unwrap()
+    by_testid::<HtmlElement>(container, "connection-status").text_content().unwrap()
 }
 
 /// Types into the composer as a user would: set the text, then fire the `input` event.
@@ -149,14 +153,7 @@ fn press(textarea: &HtmlTextAreaElement, key: &str, shift: bool) {
 #[wasm_bindgen_test]
 async fn page_has_the_tutorial_structure() {
     let (page, _app) = mount_app(options(relay(), "structure"));
-    assert_eq!(
-        page.query_selector("h1")
-            .unwrap()
-            .unwrap()
-            .text_content()
-            .unwrap(),
-        "wschat"
-    );
+    assert_eq!(page.query_selector("h1").unwrap().unwrap().text_content().unwrap(), "wschat");
     let _: HtmlTextAreaElement = by_testid(&page, "composer");
     let send: HtmlButtonElement = by_testid(&page, "send");
     assert_eq!(send.text_content().unwrap(), "Send Message");
@@ -166,14 +163,10 @@ async fn page_has_the_tutorial_structure() {
         assert!(list_texts(&page, list).is_empty());
     }
     let headings = page.query_selector_all("h2").unwrap();
-    let titles: Vec<_> = (0..headings.length())
-        .map(|n| headings.get(n).unwrap().text_content().unwrap())
-        .collect();
+    let titles: Vec<_> =
+        (0..headings.length()).map(|n| headings.get(n).unwrap().text_content().unwrap()).collect();
     assert_eq!(titles, ["Sent Messages", "Received Messages"]);
-    until("the badge to say connected", || {
-        status(&page) == "connected"
-    })
-    .await;
+    until("the badge to say connected", || status(&page) == "connected").await;
     assert!(!send.disabled());
 }
 
@@ -184,27 +177,19 @@ async fn sending_and_receiving_through_the_page() {
     let (page, _app) = mount_app(options(relay(), "page-tab"));
     let (_other_owner, other) = open_socket(options(relay(), "other-tab"));
     until("the page to connect", || status(&page) == "connected").await;
-    until("the other tab to connect", || {
-        other.state.get_untracked() == ConnectionState::Connected
-    })
-    .await;
+    until("the other tab to connect", || other.state.get_untracked() == ConnectionState::Connected)
+        .await;
 
     let composer: HtmlTextAreaElement = by_testid(&page, "composer");
     type_into(&composer, "hello from the page");
     by_testid::<HtmlButtonElement>(&page, "send").click();
-    until("the message under Sent", || {
-        !list_texts(&page, "sent-list").is_empty()
-    })
-    .await;
+    until("the message under Sent", || !list_texts(&page, "sent-list").is_empty()).await;
     assert_eq!(
         list_texts(&page, "sent-list"),
         [("page-tab".to_owned(), "hello from the page".to_owned())]
     );
     assert_eq!(composer.value(), "", "the box clears after a send");
-    until("the other tab to receive it", || {
-        !received_from(&other, "page-tab").is_empty()
-    })
-    .await;
+    until("the other tab to receive it", || !received_from(&other, "page-tab").is_empty()).await;
     assert_eq!(received_from(&other, "page-tab"), ["hello from the page"]);
 
     other.send("hello back").unwrap();
@@ -212,10 +197,7 @@ async fn sending_and_receiving_through_the_page() {
         !list_from(&page, "received-list", "other-tab").is_empty()
     })
     .await;
-    assert_eq!(
-        list_from(&page, "received-list", "other-tab"),
-        ["hello back"]
-    );
+    assert_eq!(list_from(&page, "received-list", "other-tab"), ["hello back"]);
 }
 
 /// Enter sends; Shift+Enter does not (it is for a new line); a blank message is never sent.
@@ -229,23 +211,14 @@ async fn enter_sends_and_blank_messages_are_not_sent() {
     press(&composer, "Enter", false);
     by_testid::<HtmlButtonElement>(&page, "send").click();
     sleep(100).await;
-    assert!(
-        list_texts(&page, "sent-list").is_empty(),
-        "blank messages are not sent"
-    );
+    assert!(list_texts(&page, "sent-list").is_empty(), "blank messages are not sent");
 
     type_into(&composer, "two\nlines");
     press(&composer, "Enter", true);
     sleep(100).await;
-    assert!(
-        list_texts(&page, "sent-list").is_empty(),
-        "Shift+Enter does not send"
-    );
+    assert!(list_texts(&page, "sent-list").is_empty(), "Shift+Enter does not send");
     press(&composer, "Enter", false);
-    until("Enter to send", || {
-        !list_texts(&page, "sent-list").is_empty()
-    })
-    .await;
+    until("Enter to send", || !list_texts(&page, "sent-list").is_empty()).await;
     assert_eq!(list_texts(&page, "sent-list")[0].1, "two\nlines");
 }
 
@@ -265,18 +238,9 @@ async fn content_is_rendered_as_text_never_as_html() {
         !list_from(&page, "received-list", "<b>attacker</b>").is_empty()
     })
     .await;
-    assert_eq!(
-        list_from(&page, "received-list", "<b>attacker</b>"),
-        [payload]
-    );
-    assert!(page
-        .query_selector("[data-testid=received-list] img")
-        .unwrap()
-        .is_none());
-    assert!(page
-        .query_selector("[data-testid=received-list] b")
-        .unwrap()
-        .is_none());
+    assert_eq!(list_from(&page, "received-list", "<b>attacker</b>"), [payload]);
+    assert!(page.query_selector("[data-testid=received-list] img").unwrap().is_none());
+    assert!(page.query_selector("[data-testid=received-list] b").unwrap().is_none());
     assert_ne!(document().title(), "pwned");
 }
 
@@ -287,35 +251,30 @@ async fn state_follows_open_and_close() {
     let (_owner, socket) = open_socket(options(relay(), "stateful"));
     assert_eq!(socket.state.get_untracked(), ConnectionState::Connecting);
     assert_eq!(socket.send("too early"), Err(SendError::NotConnected));
-    until("connected", || {
-        socket.state.get_untracked() == ConnectionState::Connected
-    })
-    .await;
+    until("connected", || socket.state.get_untracked() == ConnectionState::Connected).await;
     assert_eq!(socket.send(" \t\n"), Err(SendError::Blank));
 
     socket.close();
-    until("disconnected", || {
-        socket.state.get_untracked() == ConnectionState::Disconnected
-    })
-    .await;
+    until("disconnected", || socket.state.get_untracked() == ConnectionState::Disconnected).await;
     assert_eq!(socket.send("too late"), Err(SendError::NotConnected));
     assert!(socket.sent.with_untracked(|log| log.is_empty()));
+}
+
+/// Until the relay answers the handshake, the socket is "connecting", never "connected", and
+/// sending is refused (so nothing typed is lost into a socket that is not open).
+#[wasm_bindgen_test]
+async fn unanswered_handshake_stays_connecting() {
+    let (_owner, socket) = open_socket(options(silent_relay(), "patient"));
+    sleep(500).await;
+    assert_eq!(socket.state.get_untracked(), ConnectionState::Connecting);
+    assert_eq!(socket.send("hello?"), Err(SendError::NotConnected));
 }
 
 /// A relay that is not there leaves the socket disconnected with an explanation.
 #[wasm_bindgen_test]
 async fn unreachable_relay_is_reported() {
     let (_owner, socket) = open_socket(options(dead_relay(), "lonely"));
-    until("disconnected", || {
-        socket.state.get_untracked() == ConnectionState::Disconnected
-    })
-    .await;
-    let error = socket
-        .last_error
-        .get_untracked()
-        .expect("the failure is explained");
-    assert!(
-        error.contains("Disconnected") || error.contains("Cannot open"),
-        "{error}"
-    );
+    until("disconnected", || socket.state.get_untracked() == ConnectionState::Disconnected).await;
+    let error = socket.last_error.get_untracked().expect("the failure is explained");
+    assert!(error.contains("Disconnected") || error.contains("Cannot open"), "{error}");
 }

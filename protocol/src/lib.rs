@@ -158,10 +158,7 @@ mod tests {
     use super::*;
 
     fn message(source: &str, content: &str) -> ChatMessage {
-        ChatMessage {
-            source: source.into(),
-            content: content.into(),
-        }
+        ChatMessage { source: source.into(), content: content.into() }
     }
 
     /// The tutorial's client sends exactly this text; it decodes and re-encodes unchanged.
@@ -176,14 +173,8 @@ mod tests {
     /// Newlines, quotes, markup and non-ASCII text survive the round trip untouched.
     #[test]
     fn awkward_content_round_trips() {
-        let original = message(
-            "Zoë",
-            "line 1\nline \"2\" <img src=x onerror=alert(1)> 🎉\u{0}",
-        );
-        assert_eq!(
-            ChatMessage::from_json(&original.to_json()).unwrap(),
-            original
-        );
+        let original = message("Zoë", "line 1\nline \"2\" <img src=x onerror=alert(1)> 🎉\u{0}");
+        assert_eq!(ChatMessage::from_json(&original.to_json()).unwrap(), original);
     }
 
     /// Fields the tutorial does not know are ignored rather than refused, so newer clients work.
@@ -196,19 +187,10 @@ mod tests {
     /// Text that is not JSON is refused as invalid JSON, with serde's explanation.
     #[test]
     fn non_json_is_invalid_json() {
-        for text in [
-            "",
-            "hello",
-            "{",
-            r#"{"source":"a","content":"b""#,
-            "{'source':'a'}",
-        ] {
+        for text in ["", "hello", "{", r#"{"source":"a","content":"b""#, "{'source':'a'}"] {
             let error = ChatMessage::from_json(text).unwrap_err();
             assert_eq!(error.code, ErrorCode::InvalidJson, "{text:?}");
-            assert!(
-                error.message.starts_with("the frame is not valid JSON: "),
-                "{error}"
-            );
+            assert!(error.message.starts_with("the frame is not valid JSON: "), "{error}");
         }
     }
 

@@ -46,18 +46,10 @@ enum Ended {
 }
 
 /// Serves one upgraded WebSocket until the client leaves, the relay shuts down or evicts it.
-pub async fn serve(
-    socket: WebSocket,
-    peer: SocketAddr,
-    room: Arc<Room>,
-    shutdown: CancellationToken,
-) {
-    let Membership {
-        id,
-        outbound,
-        stop,
-        eviction,
-    } = room.join(&shutdown);
+/// The client joined the room (`membership`) before its handshake was answered.
+pub async fn serve(socket: WebSocket, peer: SocketAddr, room: Arc<Room>, membership: Membership) {
+    let Membership { seat, outbound, stop, eviction } = membership;
+    let id = seat.id();
     let span = tracing::info_span!("client", id, %peer);
     async move {
         info!(clients = room.len(), "connected");
@@ -78,7 +70,7 @@ pub async fn serve(
                 ended
             }
         };
-        room.leave(id);
+        drop(seat);
         match outcome {
             Ok(Ok(Ended::ClientLeft)) => info!(clients = room.len(), "disconnected"),
             Ok(Ok(Ended::RelayShutdown)) => info!("closed: relay shutting down"),
@@ -102,6 +94,7 @@ async fn read(
                 Ok(message) => {
                     // Re-encoded rather than forwarded verbatim: only validated fields go out.
                     let frame = Message::Text(message.to_json().into());
+                    debug!(bytes = text.len(), clients = room.len(), "relaying a message");
                     for Evicted(other) in room.broadcast(id, &frame) {
                         debug!(other, "evicted a slow consumer while relaying");
                     }
@@ -154,12 +147,9 @@ async fn write(
     });
     let evicted = eviction.get().is_some();
     // Best effort: a client that stopped reading may never take the frame; it is dropped anyway.
-    if tokio::time::timeout(
-        CLOSE_TIMEOUT,
-        sink.send(Message::Close(Some(close.clone()))),
-    )
-    .await
-    .is_err()
+    if tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(close.clone()))))
+        .await
+        .is_err()
     {
         debug!("close frame not accepted in time");
     }

@@ -38,11 +38,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            static_dir: None,
-            queue_capacity: 256,
-            max_message_size: 64 * 1024,
-        }
+        Self { static_dir: None, queue_capacity: 256, max_message_size: 64 * 1024 }
     }
 }
 
@@ -77,16 +73,13 @@ pub async fn run(
     tracing::info!(address = %listener.local_addr()?, static_dir = ?relay.config.static_dir, "listening");
     let app = routes::router(Arc::clone(&relay));
     let stop = relay.shutdown.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        stop.cancel();
-    })
-    .await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stop.cancel();
+        })
+        .await?;
     relay.sockets.close();
     relay.sockets.wait().await;
     tracing::info!("stopped");

@@ -42,11 +42,9 @@ async fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .inspect_err(|error| {
-            tracing::error!(address = %args.listen, %error, "cannot listen");
-        })?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.inspect_err(|error| {
+        tracing::error!(address = %args.listen, %error, "cannot listen");
+    })?;
     let config = Config {
         static_dir: args.static_dir,
         queue_capacity: args.queue_capacity,

@@ -21,10 +21,31 @@ struct Member {
     eviction: Arc<OnceLock<CloseFrame>>,
 }
 
+/// A client's place in the room: leaves the room when dropped, however the connection ends
+/// (including an upgrade that never completes).
+pub struct Seat {
+    room: Arc<Room>,
+    id: ClientId,
+}
+
+impl Seat {
+    /// The client's id, for logs.
+    #[must_use]
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.room.leave(self.id);
+    }
+}
+
 /// What a connection task holds for itself after joining the room.
 pub struct Membership {
-    /// This client's id, used in logs and to leave the room.
-    pub id: ClientId,
+    /// Keeps the client in the room until dropped.
+    pub seat: Seat,
     /// Frames to write to this client's socket.
     pub outbound: mpsc::Receiver<Message>,
     /// Cancelled when the connection must close: relay shutdown or eviction.
@@ -54,39 +75,26 @@ impl Room {
     /// If `queue_capacity` is 0 (a queue must hold at least one frame).
     #[must_use]
     pub fn new(queue_capacity: usize) -> Self {
-        assert!(
-            queue_capacity > 0,
-            "the outbound queue must hold at least one frame"
-        );
-        Self {
-            members: Mutex::default(),
-            next_id: AtomicU64::new(1),
-            queue_capacity,
-        }
+        assert!(queue_capacity > 0, "the outbound queue must hold at least one frame");
+        Self { members: Mutex::default(), next_id: AtomicU64::new(1), queue_capacity }
     }
 
     /// Adds a client; `shutdown` is the relay's own token, so that shutting down stops everyone.
-    pub fn join(&self, shutdown: &CancellationToken) -> Membership {
+    ///
+    /// The relay joins a client before it answers the WebSocket handshake: once the client sees its
+    /// socket open, every message sent after that reaches it (queued until its writer starts).
+    pub fn join(self: &Arc<Self>, shutdown: &CancellationToken) -> Membership {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (outbound, receiver) = mpsc::channel(self.queue_capacity);
         let stop = shutdown.child_token();
         let eviction = Arc::new(OnceLock::new());
-        let member = Member {
-            outbound,
-            stop: stop.clone(),
-            eviction: Arc::clone(&eviction),
-        };
+        let member = Member { outbound, stop: stop.clone(), eviction: Arc::clone(&eviction) };
         lock(&self.members).insert(id, member);
-        Membership {
-            id,
-            outbound: receiver,
-            stop,
-            eviction,
-        }
+        Membership { seat: Seat { room: Arc::clone(self), id }, outbound: receiver, stop, eviction }
     }
 
     /// Removes a client; harmless when it was already evicted.
-    pub fn leave(&self, id: ClientId) {
+    fn leave(&self, id: ClientId) {
         lock(&self.members).remove(&id);
     }
 
@@ -159,9 +167,7 @@ fn evict(member: &Member) {
 /// Locks a mutex, recovering the data if a thread panicked while holding it: every critical section
 /// here leaves the map consistent at each step, so the data is still good.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -175,12 +181,12 @@ mod tests {
     /// A message reaches every other member once, and never its sender.
     #[tokio::test]
     async fn broadcast_skips_the_sender() {
-        let room = Room::new(4);
+        let room = Arc::new(Room::new(4));
         let shutdown = CancellationToken::new();
         let mut a = room.join(&shutdown);
         let mut b = room.join(&shutdown);
         let mut c = room.join(&shutdown);
-        assert!(room.broadcast(a.id, &text("hi")).is_empty());
+        assert!(room.broadcast(a.seat.id(), &text("hi")).is_empty());
         assert_eq!(b.outbound.recv().await, Some(text("hi")));
         assert_eq!(c.outbound.recv().await, Some(text("hi")));
         assert!(a.outbound.try_recv().is_err());
@@ -189,19 +195,16 @@ mod tests {
     /// A member whose queue is full is evicted with 1008; the others keep receiving.
     #[tokio::test]
     async fn full_queue_evicts_only_that_member() {
-        let room = Room::new(2);
+        let room = Arc::new(Room::new(2));
         let shutdown = CancellationToken::new();
         let sender = room.join(&shutdown);
         let stalled = room.join(&shutdown);
         let mut reader = room.join(&shutdown);
         for n in 0..2 {
-            assert!(room.broadcast(sender.id, &text(&n.to_string())).is_empty());
+            assert!(room.broadcast(sender.seat.id(), &text(&n.to_string())).is_empty());
             reader.outbound.recv().await.unwrap();
         }
-        assert_eq!(
-            room.broadcast(sender.id, &text("2")),
-            vec![Evicted(stalled.id)]
-        );
+        assert_eq!(room.broadcast(sender.seat.id(), &text("2")), vec![Evicted(stalled.seat.id())]);
         assert!(stalled.stop.is_cancelled());
         assert_eq!(stalled.eviction.get().map(|close| close.code), Some(1008));
         assert_eq!(reader.outbound.recv().await, Some(text("2")));
@@ -212,12 +215,26 @@ mod tests {
     /// Shutting the relay down stops every member.
     #[test]
     fn shutdown_stops_everyone() {
-        let room = Room::new(1);
+        let room = Arc::new(Room::new(1));
         let shutdown = CancellationToken::new();
         let a = room.join(&shutdown);
         let b = room.join(&shutdown);
         shutdown.cancel();
         assert!(a.stop.is_cancelled() && b.stop.is_cancelled());
         assert!(a.eviction.get().is_none());
+    }
+
+    /// A client leaves the room when its seat is dropped, however its connection ended.
+    #[test]
+    fn dropping_the_seat_leaves_the_room() {
+        let room = Arc::new(Room::new(1));
+        let shutdown = CancellationToken::new();
+        let a = room.join(&shutdown);
+        let b = room.join(&shutdown);
+        assert_eq!(room.len(), 2);
+        drop(a);
+        assert_eq!(room.len(), 1);
+        drop(b);
+        assert!(room.is_empty());
     }
 }

@@ -17,9 +17,7 @@ use crate::{connection, Relay};
 /// `/ws` is the app's socket; `/` is the tutorial's (`ws://localhost:5000`) and, for plain HTTP,
 /// the app's page when a static directory is configured.
 pub(crate) fn router(relay: Arc<Relay>) -> Router {
-    let mut router = Router::new()
-        .route("/ws", any(upgrade))
-        .route("/", any(root));
+    let mut router = Router::new().route("/ws", any(upgrade)).route("/", any(root));
     if let Some(dir) = &relay.config.static_dir {
         // Compressed on the fly: the wasm bundle shrinks to about a third over gzip.
         router = router.fallback_service(Compression::new(ServeDir::new(dir)));
@@ -57,15 +55,11 @@ async fn root(
 }
 
 fn accept(socket: WebSocketUpgrade, peer: SocketAddr, relay: Arc<Relay>) -> Response {
-    socket
-        .max_message_size(relay.config.max_message_size)
-        .on_upgrade(move |socket| {
-            let task = connection::serve(
-                socket,
-                peer,
-                Arc::clone(&relay.room),
-                relay.shutdown.clone(),
-            );
-            relay.sockets.track_future(task)
-        })
+    // Joined now, before the handshake is answered; see `Room::join`. If the upgrade fails, the
+    // callback is dropped and the membership with it, which leaves the room.
+    let membership = relay.room.join(&relay.shutdown);
+    socket.max_message_size(relay.config.max_message_size).on_upgrade(move |socket| {
+        let task = connection::serve(socket, peer, Arc::clone(&relay.room), membership);
+        relay.sockets.track_future(task)
+    })
 }

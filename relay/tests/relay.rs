@@ -35,11 +35,7 @@ impl TestRelay {
             // A dropped sender (test over) stops the relay too.
             let _ = stopped.await;
         }));
-        Self {
-            address,
-            shutdown: Some(shutdown),
-            task,
-        }
+        Self { address, shutdown: Some(shutdown), task }
     }
 
     async fn connect(&self) -> Client {
@@ -55,19 +51,12 @@ impl TestRelay {
     /// Triggers shutdown and waits for `run` to return.
     async fn stop(mut self) {
         self.shutdown.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(PATIENCE, &mut self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(PATIENCE, &mut self.task).await.unwrap().unwrap().unwrap();
     }
 }
 
 fn chat(source: &str, content: &str) -> ChatMessage {
-    ChatMessage {
-        source: source.into(),
-        content: content.into(),
-    }
+    ChatMessage { source: source.into(), content: content.into() }
 }
 
 async fn send(client: &mut Client, message: &ChatMessage) {
@@ -77,11 +66,7 @@ async fn send(client: &mut Client, message: &ChatMessage) {
 /// The next data frame a client receives, decoded.
 async fn next_frame(client: &mut Client) -> RelayFrame {
     loop {
-        let frame = tokio::time::timeout(PATIENCE, client.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let frame = tokio::time::timeout(PATIENCE, client.next()).await.unwrap().unwrap().unwrap();
         match frame {
             Message::Text(text) => return RelayFrame::from_json(&text).unwrap(),
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -141,11 +126,7 @@ async fn tutorial_client_on_root_path_chats_with_app_clients() {
 
     let text = r#"{"source":"localhost","content":"from the tutorial"}"#;
     tutorial.send(Message::text(text)).await.unwrap();
-    let received = tokio::time::timeout(PATIENCE, app.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let received = tokio::time::timeout(PATIENCE, app.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(received, Message::text(text));
 
     send(&mut app, &chat("app", "from the app")).await;
@@ -163,23 +144,11 @@ async fn bad_frames_are_answered_to_the_sender_only() {
 
     let cases = [
         (Message::text("not json"), ErrorCode::InvalidJson),
-        (
-            Message::text(r#"{"source":"a","content":"unterminated"#),
-            ErrorCode::InvalidJson,
-        ),
-        (
-            Message::text(r#"{"source":"a"}"#),
-            ErrorCode::InvalidMessage,
-        ),
-        (
-            Message::text(r#"{"source":1,"content":"b"}"#),
-            ErrorCode::InvalidMessage,
-        ),
+        (Message::text(r#"{"source":"a","content":"unterminated"#), ErrorCode::InvalidJson),
+        (Message::text(r#"{"source":"a"}"#), ErrorCode::InvalidMessage),
+        (Message::text(r#"{"source":1,"content":"b"}"#), ErrorCode::InvalidMessage),
         (Message::text(r#"["a","b"]"#), ErrorCode::InvalidMessage),
-        (
-            Message::binary(vec![0, 159, 146, 150]),
-            ErrorCode::BinaryFrame,
-        ),
+        (Message::binary(vec![0, 159, 146, 150]), ErrorCode::BinaryFrame),
     ];
     for (frame, expected) in cases {
         let description = format!("{frame:?}");
@@ -207,11 +176,7 @@ async fn bad_frames_are_answered_to_the_sender_only() {
 /// order, and the stalled client is disconnected once its queue overflows.
 #[tokio::test]
 async fn a_client_that_stops_reading_does_not_stall_the_others() {
-    let relay = TestRelay::start(Config {
-        queue_capacity: 8,
-        ..Config::default()
-    })
-    .await;
+    let relay = TestRelay::start(Config { queue_capacity: 8, ..Config::default() }).await;
     let mut stalled = relay.connect().await;
     let mut sender = relay.connect().await;
     let mut reader = relay.connect().await;
@@ -223,20 +188,13 @@ async fn a_client_that_stops_reading_does_not_stall_the_others() {
     for n in 0..400 {
         send(&mut sender, &chat(&n.to_string(), &body)).await;
         let message = next_chat(&mut reader).await;
-        assert_eq!(
-            message.source,
-            n.to_string(),
-            "messages arrive complete and in order"
-        );
+        assert_eq!(message.source, n.to_string(), "messages arrive complete and in order");
     }
 
     // Now the stalled client reads: it finds its connection closed by the relay, with 1008 when
     // the close frame could still be delivered.
     let code = close_code(&mut stalled).await;
-    assert!(
-        matches!(code, None | Some(CloseCode::Policy)),
-        "closed with {code:?}"
-    );
+    assert!(matches!(code, None | Some(CloseCode::Policy)), "closed with {code:?}");
     relay.stop().await;
 }
 
@@ -257,23 +215,14 @@ async fn shutdown_closes_every_socket_with_1001() {
 /// A message larger than the limit ends only the sender's connection (1009); others chat on.
 #[tokio::test]
 async fn oversized_message_closes_only_its_sender() {
-    let relay = TestRelay::start(Config {
-        max_message_size: 1024,
-        ..Config::default()
-    })
-    .await;
+    let relay = TestRelay::start(Config { max_message_size: 1024, ..Config::default() }).await;
     let mut big = relay.connect().await;
     let mut other = relay.connect().await;
     let mut third = relay.connect().await;
 
-    big.send(Message::text(chat("big", &"y".repeat(2048)).to_json()))
-        .await
-        .unwrap();
+    big.send(Message::text(chat("big", &"y".repeat(2048)).to_json())).await.unwrap();
     let code = close_code(&mut big).await;
-    assert!(
-        matches!(code, None | Some(CloseCode::Size)),
-        "closed with {code:?}"
-    );
+    assert!(matches!(code, None | Some(CloseCode::Size)), "closed with {code:?}");
 
     send(&mut other, &chat("other", "still here")).await;
     assert_eq!(next_chat(&mut third).await, chat("other", "still here"));
@@ -285,38 +234,23 @@ async fn oversized_message_closes_only_its_sender() {
 async fn serves_the_built_app_beside_the_socket() {
     let dir = std::env::temp_dir().join(format!("wschat-static-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("index.html"),
-        "<!doctype html><title>wschat</title>",
-    )
-    .unwrap();
+    std::fs::write(dir.join("index.html"), "<!doctype html><title>wschat</title>").unwrap();
     std::fs::write(dir.join("app.js"), "console.log('wschat')").unwrap();
-    let relay = TestRelay::start(Config {
-        static_dir: Some(dir.clone()),
-        ..Config::default()
-    })
-    .await;
+    let relay =
+        TestRelay::start(Config { static_dir: Some(dir.clone()), ..Config::default() }).await;
 
     let index = http_get(relay.address, "/").await;
     assert!(index.starts_with("HTTP/1.1 200"), "{index}");
-    assert!(
-        index.ends_with("<!doctype html><title>wschat</title>"),
-        "{index}"
-    );
+    assert!(index.ends_with("<!doctype html><title>wschat</title>"), "{index}");
     let script = http_get(relay.address, "/app.js").await;
     assert!(script.starts_with("HTTP/1.1 200") && script.ends_with("console.log('wschat')"));
-    assert!(http_get(relay.address, "/missing.js")
-        .await
-        .starts_with("HTTP/1.1 404"));
+    assert!(http_get(relay.address, "/missing.js").await.starts_with("HTTP/1.1 404"));
 
     // The socket still works on both paths.
     let mut app = relay.connect().await;
     let mut tutorial = relay.connect_to("/").await;
     send(&mut app, &chat("app", "static and socket on one port")).await;
-    assert_eq!(
-        next_chat(&mut tutorial).await,
-        chat("app", "static and socket on one port")
-    );
+    assert_eq!(next_chat(&mut tutorial).await, chat("app", "static and socket on one port"));
     relay.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -326,9 +260,6 @@ async fn http_get(address: SocketAddr, path: &str) -> String {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response)).await.unwrap().unwrap();
     response
 }

@@ -1,0 +1,135 @@
+//! Child processes: foreground commands that must succeed, background servers that are stopped
+//! when dropped, and the free ports they listen on.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// The workspace root (the directory above `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Puts `$CARGO_HOME/bin` first on PATH, where `cargo install` puts Trunk and the drivers.
+pub fn put_cargo_bin_on_path() {
+    let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+    });
+    let mut paths = vec![cargo_home.join("bin")];
+    paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    let path = std::env::join_paths(paths).expect("PATH entries contain no separator");
+    // Set once, at start-up, before any thread exists.
+    std::env::set_var("PATH", path);
+}
+
+/// `cargo`, as the one running this task (so the same toolchain builds everything).
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// The relay binary built by `cargo build --package wschat-relay`.
+pub fn relay_binary() -> PathBuf {
+    workspace_root().join("target/debug/wschat-relay")
+}
+
+/// Runs a command in the foreground, echoing it first.
+///
+/// # Errors
+/// When it cannot start or exits unsuccessfully.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    println!("$ {}", describe(command));
+    let status = command.status().with_context(|| format!("cannot run {}", describe(command)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", describe(command));
+    }
+    Ok(())
+}
+
+/// Runs a command quietly and returns its standard output, or `None` when it cannot run or fails.
+pub fn output_of(command: &mut Command) -> Option<String> {
+    let output = command.stderr(Stdio::null()).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+pub fn describe(command: &Command) -> String {
+    let mut words = vec![command.get_program().to_string_lossy().into_owned()];
+    words.extend(command.get_args().map(|arg| arg.to_string_lossy().into_owned()));
+    words.join(" ")
+}
+
+/// A server running in the background; killed (and reaped) when dropped.
+pub struct Background {
+    name: String,
+    child: Child,
+}
+
+impl Background {
+    /// Starts `command`, which inherits this terminal's output.
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Self> {
+        let child = command.spawn().with_context(|| format!("cannot start {name}"))?;
+        Ok(Self { name: name.to_owned(), child })
+    }
+
+    /// Fails if the process has already exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            Some(status) => bail!("{} exited ({status})", self.name),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Either may fail only because the process already exited, which is the goal.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until either process exits and returns its name.
+pub fn wait_for_either(first: &mut Background, second: &mut Background) -> String {
+    loop {
+        for process in [&mut *first, &mut *second] {
+            if process.check_running().is_err() {
+                return process.name.clone();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+///
+/// # Errors
+/// When no port can be bound at all.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`, while `server` keeps running.
+///
+/// # Errors
+/// When the server exits first, or after a minute.
+pub fn wait_for_port(port: u16, server: &mut Background) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        server.check_running()?;
+        if Instant::now() > deadline {
+            bail!("{} did not listen on port {port} within a minute", server.name);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
