@@ -92,6 +92,5 @@ fn dev() -> anyhow::Result<()> {
     println!("  Open http://127.0.0.1:8080 in two tabs and chat. Ctrl-C stops both.");
     println!("  (The first build of the app takes a minute or two; Trunk says when it is served.)");
     println!();
-    let which = process::wait_for_either(&mut relay, &mut trunk);
-    anyhow::bail!("{which} stopped")
+    process::wait_for_either(&mut relay, &mut trunk)
 }

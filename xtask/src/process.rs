@@ -86,6 +86,11 @@ impl Background {
             None => Ok(()),
         }
     }
+
+    /// How the process exited, if it has.
+    fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
 }
 
 impl Drop for Background {
@@ -96,12 +101,19 @@ impl Drop for Background {
     }
 }
 
-/// Waits until either process exits and returns its name.
-pub fn wait_for_either(first: &mut Background, second: &mut Background) -> String {
+/// Waits until either process exits (the other is stopped when dropped).
+///
+/// # Errors
+/// When the one that exited first failed; a clean exit (as on Ctrl-C) is a success.
+pub fn wait_for_either(first: &mut Background, second: &mut Background) -> anyhow::Result<()> {
     loop {
         for process in [&mut *first, &mut *second] {
-            if process.check_running().is_err() {
-                return process.name.clone();
+            if let Some(status) = process.exit_status() {
+                if !status.success() {
+                    bail!("{} stopped ({status})", process.name);
+                }
+                println!("{} stopped; stopping the rest", process.name);
+                return Ok(());
             }
         }
         std::thread::sleep(Duration::from_millis(200));
