@@ -105,7 +105,9 @@ async fn read(
             Message::Binary(_) => WireError::new(ErrorCode::BinaryFrame, ""),
             // tungstenite answers pings by itself; pongs need no answer.
             Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => break,
+            // Keep reading: tungstenite sends the close reply from within the next read, and the
+            // stream then ends. Stopping here would drop the connection without that reply.
+            Message::Close(_) => continue,
         };
         warn!(code = ?refused.code, error = %refused.message, "refused a frame");
         let answer = Message::Text(RelayFrame::from(refused).to_json().into());

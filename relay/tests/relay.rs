@@ -212,6 +212,49 @@ async fn shutdown_closes_every_socket_with_1001() {
     assert_eq!(close_code(&mut second).await, Some(CloseCode::Away));
 }
 
+/// A client that closes its socket gets the relay's close reply: a clean closing handshake, not
+/// a dropped connection.
+#[tokio::test]
+async fn leaving_is_a_clean_close_handshake() {
+    let relay = TestRelay::start(Config::default()).await;
+    let mut client = relay.connect().await;
+    client.close(None).await.unwrap();
+    let reply = tokio::time::timeout(PATIENCE, client.next()).await.unwrap();
+    assert!(matches!(reply, Some(Ok(Message::Close(_)))), "got {reply:?}");
+    relay.stop().await;
+}
+
+/// The `wschat-relay` command stops on SIGTERM (what service managers send): it closes every
+/// socket with 1001 and exits successfully.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_command_shuts_down_gracefully_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut relay = tokio::process::Command::new(env!("CARGO_BIN_EXE_wschat-relay"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let mut client = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match tokio_tungstenite::connect_async(&url).await {
+                Ok((client, _)) => break client,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    let pid = relay.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await;
+    assert!(killed.unwrap().success());
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Away));
+    let status = tokio::time::timeout(PATIENCE, relay.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exited with {status}");
+}
+
 /// A message larger than the limit ends only the sender's connection (1009); others chat on.
 #[tokio::test]
 async fn oversized_message_closes_only_its_sender() {
