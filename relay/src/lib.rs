@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use room::Room;
+use crate::room::Room;
 
 /// How the relay behaves. [`Config::default`] gives the documented defaults.
 #[derive(Debug, Clone)]
