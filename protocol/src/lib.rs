@@ -4,10 +4,15 @@
 //! WebSocket text frame holding `{"source": string, "content": string}`. A frame the relay cannot
 //! accept is answered, to its sender only, with `{"error": {"code": ..., "message": ...}}`.
 //!
+//! Clients that negotiate the `wschat.v1` subprotocol speak the tagged envelopes of [`v1`]
+//! instead: numbered messages, acknowledgements, history and heartbeats.
+//!
 //! Both sides encode and decode through this crate, so no field name is ever spelled by hand
 //! anywhere else.
 
 use serde::{Deserialize, Serialize};
+
+pub mod v1;
 
 /// One chat message, exactly as the tutorial sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,18 +5,22 @@
 //! the reader when the client leaves, the writer when the relay shuts down or evicts the client.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
+use wschat_protocol::v1::{ClientFrame, ServerFrame};
 use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 
-use crate::room::{Evicted, Membership, Room};
+use crate::history::Posted;
+use crate::room::{Evicted, Membership, Mode, Room};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
 /// that stopped reading may never take the frame, so both waits are bounded.
@@ -34,7 +38,46 @@ pub enum ConnectionError {
     /// The client's outbound queue overflowed: it stopped reading.
     #[error("evicted: {}", .0.reason)]
     Evicted(CloseFrame),
+    /// Nothing came back from the client, not even a pong, for too long: the peer is gone
+    /// (a half-open connection after sleep, a pulled cable).
+    #[error("no answer to pings for {0:?}: the client is gone")]
+    Unresponsive(Duration),
 }
+
+/// How often the relay pings each client, and how long an answer may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Time between pings.
+    pub interval: Duration,
+    /// How long past a ping the client may stay silent before it is dropped.
+    pub timeout: Duration,
+}
+
+/// When the client was last heard from, shared by its reader (which records) and its writer
+/// (which pings and judges).
+struct LastHeard {
+    since: Instant,
+    millis: AtomicU64,
+}
+
+impl LastHeard {
+    fn new() -> Self {
+        Self { since: Instant::now(), millis: AtomicU64::new(0) }
+    }
+
+    fn record(&self) {
+        let millis = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let heard = self.since + Duration::from_millis(self.millis.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(heard)
+    }
+}
+
+/// The longest client-made message id accepted.
+const MAX_ID_LENGTH: usize = 128;
 
 /// How a connection ended normally.
 #[derive(Debug)]
@@ -47,15 +90,25 @@ enum Ended {
 
 /// Serves one upgraded WebSocket until the client leaves, the relay shuts down or evicts it.
 /// The client joined the room (`membership`) before its handshake was answered.
-pub async fn serve(socket: WebSocket, peer: SocketAddr, room: Arc<Room>, membership: Membership) {
+pub async fn serve(
+    socket: WebSocket,
+    peer: SocketAddr,
+    mode: Mode,
+    room: Arc<Room>,
+    membership: Membership,
+    heartbeat: Heartbeat,
+) {
     let Membership { seat, outbound, stop, eviction } = membership;
     let id = seat.id();
-    let span = tracing::info_span!("client", id, %peer);
+    let span = tracing::info_span!("client", id, %peer, ?mode);
     async move {
         info!(clients = room.len(), "connected");
         let (sink, stream) = socket.split();
-        let mut writer = tokio::spawn(write(sink, outbound, stop, eviction).in_current_span());
-        let mut reader = tokio::spawn(read(stream, id, Arc::clone(&room)).in_current_span());
+        let heard = Arc::new(LastHeard::new());
+        let writer = write(sink, outbound, stop, eviction, heartbeat, Arc::clone(&heard));
+        let mut writer = tokio::spawn(writer.in_current_span());
+        let reader = read(stream, id, mode, Arc::clone(&room), heard);
+        let mut reader = tokio::spawn(reader.in_current_span());
         let outcome = tokio::select! {
             ended = &mut reader => {
                 writer.abort();
@@ -82,51 +135,134 @@ pub async fn serve(socket: WebSocket, peer: SocketAddr, room: Arc<Room>, members
     .await;
 }
 
-/// Reads the client's frames until it leaves: relays chat messages, answers bad frames.
+/// A refused frame, answered to its sender in the sender's protocol.
+struct Refusal {
+    error: WireError,
+    id: Option<String>,
+    request_id: Option<u64>,
+}
+
+impl From<WireError> for Refusal {
+    fn from(error: WireError) -> Self {
+        Self { error, id: None, request_id: None }
+    }
+}
+
+impl Refusal {
+    fn into_frame(self, mode: Mode) -> Message {
+        let json = match mode {
+            Mode::Tutorial => RelayFrame::from(self.error).to_json(),
+            Mode::V1 => {
+                ServerFrame::Error { error: self.error, id: self.id, request_id: self.request_id }
+                    .to_json()
+            }
+        };
+        Message::Text(json.into())
+    }
+}
+
+/// Reads the client's frames until it leaves: relays messages, answers requests and bad frames.
 async fn read(
     mut stream: SplitStream<WebSocket>,
     id: u64,
+    mode: Mode,
     room: Arc<Room>,
+    heard: Arc<LastHeard>,
 ) -> Result<Ended, ConnectionError> {
     while let Some(frame) = stream.next().await {
-        let refused = match frame.map_err(ConnectionError::Read)? {
-            Message::Text(text) => match ChatMessage::from_json(&text) {
-                Ok(message) => {
-                    // Re-encoded rather than forwarded verbatim: only validated fields go out.
-                    let frame = Message::Text(message.to_json().into());
-                    debug!(bytes = text.len(), clients = room.len(), "relaying a message");
-                    for Evicted(other) in room.broadcast(id, &frame) {
-                        debug!(other, "evicted a slow consumer while relaying");
-                    }
-                    continue;
-                }
-                Err(error) => error,
+        let frame = frame.map_err(ConnectionError::Read)?;
+        heard.record();
+        let refusal = match frame {
+            Message::Text(text) => match mode {
+                Mode::Tutorial => tutorial_frame(&text, id, &room),
+                Mode::V1 => v1_frame(&text, id, &room),
             },
-            Message::Binary(_) => WireError::new(ErrorCode::BinaryFrame, ""),
-            // tungstenite answers pings by itself; pongs need no answer.
-            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Binary(_) => Some(WireError::new(ErrorCode::BinaryFrame, "").into()),
+            // tungstenite answers pings by itself; a pong only needed recording.
+            Message::Ping(_) | Message::Pong(_) => None,
             // Keep reading: tungstenite sends the close reply from within the next read, and the
             // stream then ends. Stopping here would drop the connection without that reply.
-            Message::Close(_) => continue,
+            Message::Close(_) => None,
         };
-        warn!(code = ?refused.code, error = %refused.message, "refused a frame");
-        let answer = Message::Text(RelayFrame::from(refused).to_json().into());
-        if room.send_to(id, answer).is_err() {
-            // This client's own queue is full; the writer closes the connection with the reason.
-            debug!("evicted while answering a refused frame");
+        if let Some(refusal) = refusal {
+            warn!(code = ?refusal.error.code, error = %refusal.error.message, "refused a frame");
+            if room.send_to(id, refusal.into_frame(mode)).is_err() {
+                // This client's own queue is full; the writer closes the connection with the reason.
+                debug!("evicted while answering a refused frame");
+            }
         }
     }
     Ok(Ended::ClientLeft)
 }
 
+/// A tutorial client's frame: a plain chat message, given an id and a seq like any other.
+fn tutorial_frame(text: &str, from: u64, room: &Room) -> Option<Refusal> {
+    match ChatMessage::from_json(text) {
+        Ok(ChatMessage { source, content }) => {
+            let id = uuid::Uuid::new_v4().to_string();
+            post(room, from, Posted { id, source, content });
+            None
+        }
+        Err(error) => Some(error.into()),
+    }
+}
+
+/// A v1 client's frame: a message, a history request or a ping.
+fn v1_frame(text: &str, from: u64, room: &Room) -> Option<Refusal> {
+    let frame = match ClientFrame::from_json(text) {
+        Ok(frame) => frame,
+        Err(error) => return Some(error.into()),
+    };
+    let answered = match frame {
+        ClientFrame::Message { id, source, content } => {
+            if id.is_empty() || id.len() > MAX_ID_LENGTH {
+                let detail = format!("a message id has 1 to {MAX_ID_LENGTH} bytes");
+                let error = WireError::new(ErrorCode::InvalidMessage, detail);
+                return Some(Refusal { error, id: Some(id), request_id: None });
+            }
+            post(room, from, Posted { id, source, content });
+            Ok(())
+        }
+        ClientFrame::History { request_id, after_seq } => {
+            room.answer_history(from, request_id, after_seq)
+        }
+        ClientFrame::Ping { request_id } => {
+            room.send_to(from, Message::Text(ServerFrame::Pong { request_id }.to_json().into()))
+        }
+    };
+    if answered.is_err() {
+        debug!("evicted while answering a request");
+    }
+    None
+}
+
+fn post(room: &Room, from: u64, posted: Posted) {
+    debug!(bytes = posted.content.len(), clients = room.len(), "relaying a message");
+    for Evicted(other) in room.post(from, posted, now_ms()) {
+        debug!(other, "evicted a slow consumer while relaying");
+    }
+}
+
+/// Milliseconds since the Unix epoch: the time stamped on each message.
+fn now_ms() -> u64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Writes queued frames to the client until the connection is stopped, then sends a close frame:
-/// the eviction's, or 1001 when the relay is shutting down.
+/// the eviction's, or 1001 when the relay is shutting down. Pings the client every heartbeat
+/// interval and gives up on it when it stays silent past the timeout.
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut outbound: mpsc::Receiver<Message>,
     stop: CancellationToken,
     eviction: Arc<OnceLock<CloseFrame>>,
+    heartbeat: Heartbeat,
+    heard: Arc<LastHeard>,
 ) -> Result<Ended, ConnectionError> {
+    let mut pings =
+        tokio::time::interval_at(Instant::now() + heartbeat.interval, heartbeat.interval);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let frame = tokio::select! {
             biased;
@@ -136,6 +272,13 @@ async fn write(
                 // The room dropped our queue: we were evicted and `stop` is cancelled as well.
                 None => break,
             },
+            _ = pings.tick() => {
+                let silent = heard.silent_for();
+                if silent >= heartbeat.interval + heartbeat.timeout {
+                    return Err(ConnectionError::Unresponsive(silent));
+                }
+                Message::Ping(Default::default())
+            }
         };
         tokio::select! {
             biased;

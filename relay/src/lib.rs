@@ -5,9 +5,11 @@
 //! - `routes` maps HTTP paths to handlers: WebSocket upgrades on `/ws` and `/`, and optionally the
 //!   built app as static files.
 //! - `connection` runs one client: a reader task, a writer task, and the close handshake.
-//! - `room` keeps the connected clients and fans each message out to everyone but its sender.
+//! - `room` keeps the connected clients and fans each message out, in each client's protocol.
+//! - `history` numbers messages and keeps the last N for clients that catch up.
 
 mod connection;
+mod history;
 mod room;
 mod routes;
 
@@ -15,12 +17,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::history::History;
 use crate::room::Room;
+
+pub use connection::Heartbeat;
 
 /// How the relay behaves. [`Config::default`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -34,11 +40,25 @@ pub struct Config {
     /// The largest message a client may send, in bytes; larger ones close the connection (1009).
     /// Default 64 KiB.
     pub max_message_size: usize,
+    /// How many messages the relay keeps for clients that reconnect or join. Default 1000.
+    pub history_limit: usize,
+    /// How often each client is pinged, and how long it may stay silent after a ping before it
+    /// is dropped. Default: every 20 s, 10 s.
+    pub heartbeat: Heartbeat,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { static_dir: None, queue_capacity: 256, max_message_size: 64 * 1024 }
+        Self {
+            static_dir: None,
+            queue_capacity: 256,
+            max_message_size: 64 * 1024,
+            history_limit: 1000,
+            heartbeat: Heartbeat {
+                interval: Duration::from_secs(20),
+                timeout: Duration::from_secs(10),
+            },
+        }
     }
 }
 
@@ -65,7 +85,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let relay = Arc::new(Relay {
-        room: Arc::new(Room::new(config.queue_capacity)),
+        room: Arc::new(Room::new(
+            config.queue_capacity,
+            // A new epoch per start: the history lives in memory and is lost on restart.
+            History::new(uuid::Uuid::new_v4().to_string(), config.history_limit),
+        )),
         config,
         shutdown: CancellationToken::new(),
         sockets: TaskTracker::new(),

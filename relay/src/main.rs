@@ -3,10 +3,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wschat_relay::Config;
+use wschat_relay::{Config, Heartbeat};
 
 /// Relays chat messages between WebSocket clients: the wschat app and the tutorial's client.
 #[derive(Debug, Parser)]
@@ -25,6 +26,17 @@ struct Args {
     /// Largest message a client may send, in bytes.
     #[arg(long, env = "WSCHAT_MAX_MESSAGE_SIZE", default_value_t = Config::default().max_message_size)]
     max_message_size: usize,
+    /// Messages kept for clients that reconnect or join (0 keeps none).
+    #[arg(long, env = "WSCHAT_HISTORY_LIMIT", default_value_t = Config::default().history_limit)]
+    history_limit: usize,
+    /// Seconds between the pings the relay sends each client.
+    #[arg(long, env = "WSCHAT_HEARTBEAT_INTERVAL", value_name = "SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_interval: u64,
+    /// Seconds a client may stay silent after a ping before the relay drops it.
+    #[arg(long, env = "WSCHAT_HEARTBEAT_TIMEOUT", value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_timeout: u64,
 }
 
 #[tokio::main]
@@ -49,6 +61,11 @@ async fn main() -> std::io::Result<()> {
         static_dir: args.static_dir,
         queue_capacity: args.queue_capacity,
         max_message_size: args.max_message_size,
+        history_limit: args.history_limit,
+        heartbeat: Heartbeat {
+            interval: Duration::from_secs(args.heartbeat_interval),
+            timeout: Duration::from_secs(args.heartbeat_timeout),
+        },
     };
     wschat_relay::run(listener, config, shutdown_signal()).await
 }

@@ -1,4 +1,8 @@
-//! The room: who is connected, and fan-out of each message to everyone but its sender.
+//! The room: who is connected, the conversation's history, and fan-out of each message.
+//!
+//! Numbering a message and queueing it for every member happen under one lock, so every client
+//! receives messages in seq order, and a history answer is queued exactly between the messages it
+//! contains and the live ones that follow.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,9 +11,22 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::extract::ws::{CloseFrame, Message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use wschat_protocol::v1::{ServerFrame, StoredMessage};
+use wschat_protocol::ChatMessage;
+
+use crate::history::{Appended, History, Posted};
 
 /// Identifies one connected client for the lifetime of the relay process.
 pub type ClientId = u64;
+
+/// Which protocol a client speaks, fixed at the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The tutorial's plain `{source, content}` frames (no subprotocol asked for).
+    Tutorial,
+    /// `wschat.v1`: tagged envelopes with seqs, acks and history.
+    V1,
+}
 
 /// Everything the room keeps for one connected client.
 struct Member {
@@ -19,6 +36,7 @@ struct Member {
     stop: CancellationToken,
     /// Why the room stopped the client, when it did (read by the writer to pick the close code).
     eviction: Arc<OnceLock<CloseFrame>>,
+    mode: Mode,
 }
 
 /// A client's place in the room: leaves the room when dropped, however the connection ends
@@ -38,7 +56,7 @@ impl Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        self.room.leave(self.id);
+        self.room.lock().members.remove(&self.id);
     }
 }
 
@@ -54,19 +72,24 @@ pub struct Membership {
     pub eviction: Arc<OnceLock<CloseFrame>>,
 }
 
-/// The set of connected clients.
-///
-/// A std `Mutex` is right here: it is held only to look up senders and call `try_send`, never across
-/// an `.await`, so no task can stall another while holding it.
-pub struct Room {
-    members: Mutex<HashMap<ClientId, Member>>,
-    next_id: AtomicU64,
-    queue_capacity: usize,
-}
-
 /// A client whose queue overflowed and which was therefore evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Evicted(pub ClientId);
+
+struct State {
+    members: HashMap<ClientId, Member>,
+    history: History,
+}
+
+/// The connected clients and the conversation they share.
+///
+/// A std `Mutex` is right here: it is held only to number messages and call `try_send`, never
+/// across an `.await`, so no task can stall another while holding it.
+pub struct Room {
+    state: Mutex<State>,
+    next_id: AtomicU64,
+    queue_capacity: usize,
+}
 
 impl Room {
     /// An empty room whose members each get an outbound queue of `queue_capacity` frames.
@@ -74,73 +97,152 @@ impl Room {
     /// # Panics
     /// If `queue_capacity` is 0 (a queue must hold at least one frame).
     #[must_use]
-    pub fn new(queue_capacity: usize) -> Self {
+    pub fn new(queue_capacity: usize, history: History) -> Self {
         assert!(queue_capacity > 0, "the outbound queue must hold at least one frame");
-        Self { members: Mutex::default(), next_id: AtomicU64::new(1), queue_capacity }
+        Self {
+            state: Mutex::new(State { members: HashMap::new(), history }),
+            next_id: AtomicU64::new(1),
+            queue_capacity,
+        }
     }
 
     /// Adds a client; `shutdown` is the relay's own token, so that shutting down stops everyone.
+    /// A v1 client's queue starts with the welcome frame.
     ///
     /// The relay joins a client before it answers the WebSocket handshake: once the client sees its
     /// socket open, every message sent after that reaches it (queued until its writer starts).
-    pub fn join(self: &Arc<Self>, shutdown: &CancellationToken) -> Membership {
+    pub fn join(self: &Arc<Self>, shutdown: &CancellationToken, mode: Mode) -> Membership {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (outbound, receiver) = mpsc::channel(self.queue_capacity);
         let stop = shutdown.child_token();
         let eviction = Arc::new(OnceLock::new());
-        let member = Member { outbound, stop: stop.clone(), eviction: Arc::clone(&eviction) };
-        lock(&self.members).insert(id, member);
+        let mut state = self.lock();
+        if mode == Mode::V1 {
+            // The queue is new and holds at least one frame: this cannot fail.
+            let _ = outbound.try_send(text(state.history.welcome().to_json()));
+        }
+        let member = Member { outbound, stop: stop.clone(), eviction: Arc::clone(&eviction), mode };
+        state.members.insert(id, member);
         Membership { seat: Seat { room: Arc::clone(self), id }, outbound: receiver, stop, eviction }
-    }
-
-    /// Removes a client; harmless when it was already evicted.
-    fn leave(&self, id: ClientId) {
-        lock(&self.members).remove(&id);
     }
 
     /// How many clients are connected.
     #[must_use]
     pub fn len(&self) -> usize {
-        lock(&self.members).len()
+        self.lock().members.len()
     }
 
-    /// Queues `frame` for every client except `from`, without ever waiting.
+    /// Numbers and stores a message from `from`, then queues it for every other client (each in
+    /// its own protocol) and, for a v1 sender, queues the ack. A re-sent message (same id) is only
+    /// acked again.
     ///
     /// A client whose queue is full has stopped reading: it is evicted (its connection closes with
     /// 1008) rather than allowed to slow the sender or anyone else. Returns the evicted clients.
-    pub fn broadcast(&self, from: ClientId, frame: &Message) -> Vec<Evicted> {
-        let mut members = lock(&self.members);
+    pub fn post(&self, from: ClientId, posted: Posted, sent_at_ms: u64) -> Vec<Evicted> {
+        let mut state = self.lock();
+        let id = posted.id.clone();
+        let stored = match state.history.append(posted, sent_at_ms) {
+            Appended::New(stored) => stored,
+            Appended::Duplicate(seq) => {
+                let ack = ServerFrame::Ack { id, seq, duplicate: true };
+                return state.queue(from, text(ack.to_json())).err().into_iter().collect();
+            }
+        };
+        let frames = Encoded::new(&stored);
+        let ack = text(ServerFrame::Ack { id, seq: stored.seq, duplicate: false }.to_json());
         let mut evicted = Vec::new();
-        for (&id, member) in members.iter() {
-            if id != from && member.outbound.try_send(frame.clone()).is_err() {
-                evicted.push(Evicted(id));
+        for (&member_id, member) in &state.members {
+            let frame = match (member_id == from, member.mode) {
+                (true, Mode::Tutorial) => continue,
+                (true, Mode::V1) => ack.clone(),
+                (false, mode) => frames.for_mode(mode),
+            };
+            if member.outbound.try_send(frame).is_err() {
+                evicted.push(Evicted(member_id));
             }
         }
         for &Evicted(id) in &evicted {
-            if let Some(member) = members.remove(&id) {
-                evict(&member);
-            }
+            state.evict(id);
         }
         evicted
     }
 
+    /// Queues the answer to a history request from `to`.
+    ///
+    /// # Errors
+    /// `Evicted` when that client's queue is full (it was evicted).
+    pub fn answer_history(
+        &self,
+        to: ClientId,
+        request_id: u64,
+        after_seq: u64,
+    ) -> Result<(), Evicted> {
+        let mut state = self.lock();
+        let answer = text(state.history.answer(request_id, after_seq).to_json());
+        state.queue(to, answer)
+    }
+
     /// Queues `frame` for one client (an answer to something it sent).
     ///
-    /// Returns `Err(Evicted)` when that client's queue is full, after evicting it: a client that
-    /// floods the relay with bad frames but never reads the answers is a slow consumer too.
+    /// # Errors
+    /// `Evicted` when that client's queue is full, after evicting it: a client that floods the
+    /// relay with requests but never reads the answers is a slow consumer too.
     pub fn send_to(&self, id: ClientId, frame: Message) -> Result<(), Evicted> {
-        let mut members = lock(&self.members);
-        let Some(member) = members.get(&id) else {
-            return Ok(());
-        };
+        self.lock().queue(id, frame)
+    }
+
+    /// Locks the state, recovering it if a thread panicked while holding it: every critical
+    /// section leaves it consistent at each step, so the data is still good.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn queue(&mut self, id: ClientId, frame: Message) -> Result<(), Evicted> {
+        let Some(member) = self.members.get(&id) else { return Ok(()) };
         if member.outbound.try_send(frame).is_ok() {
             return Ok(());
         }
-        if let Some(member) = members.remove(&id) {
-            evict(&member);
-        }
+        self.evict(id);
         Err(Evicted(id))
     }
+
+    fn evict(&mut self, id: ClientId) {
+        if let Some(member) = self.members.remove(&id) {
+            // `set` fails only if a reason was already recorded; the first reason is the one that
+            // counts.
+            let _ = member.eviction.set(slow_consumer_close());
+            member.stop.cancel();
+        }
+    }
+}
+
+/// A stored message encoded once per protocol, shared by every recipient of that protocol.
+struct Encoded {
+    v1: Message,
+    tutorial: Message,
+}
+
+impl Encoded {
+    fn new(stored: &StoredMessage) -> Self {
+        Self {
+            v1: text(ServerFrame::Message(stored.clone()).to_json()),
+            tutorial: text(ChatMessage::from(stored).to_json()),
+        }
+    }
+
+    fn for_mode(&self, mode: Mode) -> Message {
+        // Cloning a text frame clones a reference-counted buffer, not the text.
+        match mode {
+            Mode::V1 => self.v1.clone(),
+            Mode::Tutorial => self.tutorial.clone(),
+        }
+    }
+}
+
+fn text(json: String) -> Message {
+    Message::Text(json.into())
 }
 
 /// The close frame sent to a client whose outbound queue overflowed.
@@ -152,56 +254,85 @@ pub fn slow_consumer_close() -> CloseFrame {
     }
 }
 
-fn evict(member: &Member) {
-    // `set` fails only if a reason was already recorded; the first reason is the one that counts.
-    let _ = member.eviction.set(slow_consumer_close());
-    member.stop.cancel();
-}
-
-/// Locks a mutex, recovering the data if a thread panicked while holding it: every critical section
-/// here leaves the map consistent at each step, so the data is still good.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn text(body: &str) -> Message {
-        Message::Text(body.into())
+    fn room(queue_capacity: usize) -> Arc<Room> {
+        Arc::new(Room::new(queue_capacity, History::new("epoch".into(), 100)))
     }
 
-    /// A message reaches every other member once, and never its sender.
+    fn posted(id: &str, content: &str) -> Posted {
+        Posted { id: id.into(), source: "ada".into(), content: content.into() }
+    }
+
+    fn tutorial_text(content: &str) -> Message {
+        text(ChatMessage { source: "ada".into(), content: content.into() }.to_json())
+    }
+
+    /// A message reaches every other member once, and never a tutorial sender.
     #[tokio::test]
-    async fn broadcast_skips_the_sender() {
-        let room = Arc::new(Room::new(4));
+    async fn post_skips_a_tutorial_sender() {
+        let room = room(4);
         let shutdown = CancellationToken::new();
-        let mut a = room.join(&shutdown);
-        let mut b = room.join(&shutdown);
-        let mut c = room.join(&shutdown);
-        assert!(room.broadcast(a.seat.id(), &text("hi")).is_empty());
-        assert_eq!(b.outbound.recv().await, Some(text("hi")));
-        assert_eq!(c.outbound.recv().await, Some(text("hi")));
+        let mut a = room.join(&shutdown, Mode::Tutorial);
+        let mut b = room.join(&shutdown, Mode::Tutorial);
+        let mut c = room.join(&shutdown, Mode::Tutorial);
+        assert!(room.post(a.seat.id(), posted("1", "hi"), 0).is_empty());
+        assert_eq!(b.outbound.recv().await, Some(tutorial_text("hi")));
+        assert_eq!(c.outbound.recv().await, Some(tutorial_text("hi")));
         assert!(a.outbound.try_recv().is_err());
+    }
+
+    /// A v1 client is welcomed, gets an ack for its own message and the numbered message of others.
+    #[tokio::test]
+    async fn v1_members_get_welcome_acks_and_numbered_messages() {
+        let room = room(4);
+        let shutdown = CancellationToken::new();
+        let mut a = room.join(&shutdown, Mode::V1);
+        let mut b = room.join(&shutdown, Mode::V1);
+        for member in [&mut a, &mut b] {
+            let welcome = member.outbound.recv().await.unwrap();
+            assert!(welcome.to_text().unwrap().starts_with(r#"{"type":"welcome""#));
+        }
+        room.post(a.seat.id(), posted("m1", "hi"), 7);
+        let ack = ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: false };
+        assert_eq!(a.outbound.recv().await, Some(text(ack.to_json())));
+        let delivered = b.outbound.recv().await.unwrap();
+        assert_eq!(
+            ServerFrame::from_json(delivered.to_text().unwrap()).unwrap(),
+            ServerFrame::Message(StoredMessage {
+                seq: 1,
+                id: "m1".into(),
+                source: "ada".into(),
+                content: "hi".into(),
+                sent_at_ms: 7
+            })
+        );
+        // A re-send is acked as a duplicate and not relayed again.
+        room.post(a.seat.id(), posted("m1", "hi"), 8);
+        let ack = ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: true };
+        assert_eq!(a.outbound.recv().await, Some(text(ack.to_json())));
+        assert!(b.outbound.try_recv().is_err());
     }
 
     /// A member whose queue is full is evicted with 1008; the others keep receiving.
     #[tokio::test]
     async fn full_queue_evicts_only_that_member() {
-        let room = Arc::new(Room::new(2));
+        let room = room(2);
         let shutdown = CancellationToken::new();
-        let sender = room.join(&shutdown);
-        let stalled = room.join(&shutdown);
-        let mut reader = room.join(&shutdown);
+        let sender = room.join(&shutdown, Mode::Tutorial);
+        let stalled = room.join(&shutdown, Mode::Tutorial);
+        let mut reader = room.join(&shutdown, Mode::Tutorial);
         for n in 0..2 {
-            assert!(room.broadcast(sender.seat.id(), &text(&n.to_string())).is_empty());
+            assert!(room.post(sender.seat.id(), posted(&n.to_string(), "x"), 0).is_empty());
             reader.outbound.recv().await.unwrap();
         }
-        assert_eq!(room.broadcast(sender.seat.id(), &text("2")), vec![Evicted(stalled.seat.id())]);
+        let evicted = room.post(sender.seat.id(), posted("2", "y"), 0);
+        assert_eq!(evicted, vec![Evicted(stalled.seat.id())]);
         assert!(stalled.stop.is_cancelled());
         assert_eq!(stalled.eviction.get().map(|close| close.code), Some(1008));
-        assert_eq!(reader.outbound.recv().await, Some(text("2")));
+        assert_eq!(reader.outbound.recv().await, Some(tutorial_text("y")));
         assert_eq!(room.len(), 2);
         assert!(!reader.stop.is_cancelled());
     }
@@ -209,10 +340,10 @@ mod tests {
     /// Shutting the relay down stops every member.
     #[test]
     fn shutdown_stops_everyone() {
-        let room = Arc::new(Room::new(1));
+        let room = room(1);
         let shutdown = CancellationToken::new();
-        let a = room.join(&shutdown);
-        let b = room.join(&shutdown);
+        let a = room.join(&shutdown, Mode::Tutorial);
+        let b = room.join(&shutdown, Mode::V1);
         shutdown.cancel();
         assert!(a.stop.is_cancelled() && b.stop.is_cancelled());
         assert!(a.eviction.get().is_none());
@@ -221,10 +352,10 @@ mod tests {
     /// A client leaves the room when its seat is dropped, however its connection ended.
     #[test]
     fn dropping_the_seat_leaves_the_room() {
-        let room = Arc::new(Room::new(1));
+        let room = room(1);
         let shutdown = CancellationToken::new();
-        let a = room.join(&shutdown);
-        let b = room.join(&shutdown);
+        let a = room.join(&shutdown, Mode::Tutorial);
+        let b = room.join(&shutdown, Mode::V1);
         assert_eq!(room.len(), 2);
         drop(a);
         assert_eq!(room.len(), 1);

@@ -12,6 +12,9 @@ use tower::ServiceExt;
 use tower_http::compression::Compression;
 use tower_http::services::{ServeDir, ServeFile};
 
+use wschat_protocol::v1::SUBPROTOCOL;
+
+use crate::room::Mode;
 use crate::{connection, Relay};
 
 /// `/ws` is the app's socket; `/` is the tutorial's (`ws://localhost:5000`) and, for plain HTTP,
@@ -55,11 +58,17 @@ async fn root(
 }
 
 fn accept(socket: WebSocketUpgrade, peer: SocketAddr, relay: Arc<Relay>) -> Response {
+    // A client that asks for `wschat.v1` gets it; one that asks for nothing speaks the tutorial's
+    // plain JSON.
+    let socket = socket.protocols([SUBPROTOCOL]);
+    let mode = if socket.selected_protocol().is_some() { Mode::V1 } else { Mode::Tutorial };
     // Joined now, before the handshake is answered; see `Room::join`. If the upgrade fails, the
     // callback is dropped and the membership with it, which leaves the room.
-    let membership = relay.room.join(&relay.shutdown);
+    let membership = relay.room.join(&relay.shutdown, mode);
+    let heartbeat = relay.config.heartbeat;
     socket.max_message_size(relay.config.max_message_size).on_upgrade(move |socket| {
-        let task = connection::serve(socket, peer, Arc::clone(&relay.room), membership);
+        let room = Arc::clone(&relay.room);
+        let task = connection::serve(socket, peer, mode, room, membership, heartbeat);
         relay.sockets.track_future(task)
     })
 }

@@ -1,0 +1,133 @@
+//! Shared by the relay's integration tests: a relay on 127.0.0.1:0 and WebSocket clients.
+
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
+use wschat_protocol::{ChatMessage, RelayFrame};
+use wschat_relay::Config;
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Guards against a hang, never a performance assertion: far above anything a working relay needs.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A relay running in this process, stopped when `stop` is called or the test ends.
+pub struct TestRelay {
+    pub address: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestRelay {
+    pub async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(wschat_relay::run(listener, config, async move {
+            // A dropped sender (test over) stops the relay too.
+            let _ = stopped.await;
+        }));
+        Self { address, shutdown: Some(shutdown), task }
+    }
+
+    pub async fn connect(&self) -> Client {
+        self.connect_to("/ws").await
+    }
+
+    /// Connects asking for the `wschat.v1` subprotocol.
+    pub async fn connect_v1(&self) -> Client {
+        let mut request = format!("ws://{}/ws", self.address).into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
+        let (client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.headers()["Sec-WebSocket-Protocol"], SUBPROTOCOL);
+        client
+    }
+
+    pub async fn connect_to(&self, path: &str) -> Client {
+        let url = format!("ws://{}{path}", self.address);
+        let (client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        client
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub async fn stop(mut self) {
+        self.shutdown.take().unwrap().send(()).unwrap();
+        tokio::time::timeout(PATIENCE, &mut self.task).await.unwrap().unwrap().unwrap();
+    }
+}
+
+pub fn chat(source: &str, content: &str) -> ChatMessage {
+    ChatMessage { source: source.into(), content: content.into() }
+}
+
+pub async fn send(client: &mut Client, message: &ChatMessage) {
+    client.send(Message::text(message.to_json())).await.unwrap();
+}
+
+/// The next data frame a client receives, decoded.
+pub async fn next_frame(client: &mut Client) -> RelayFrame {
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, client.next()).await.unwrap().unwrap().unwrap();
+        match frame {
+            Message::Text(text) => return RelayFrame::from_json(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+pub async fn next_chat(client: &mut Client) -> ChatMessage {
+    match next_frame(client).await {
+        RelayFrame::Chat(message) => message,
+        other => panic!("expected a chat message, got {other:?}"),
+    }
+}
+
+/// Reads until the relay closes the connection; returns the close code it sent, if any.
+pub async fn close_code(client: &mut Client) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(PATIENCE, client.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => return frame.map(|frame| frame.code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Sends a v1 frame.
+pub async fn send_v1(client: &mut Client, frame: &ClientFrame) {
+    client.send(Message::text(frame.to_json())).await.unwrap();
+}
+
+/// The next v1 frame a client receives, decoded.
+pub async fn next_v1(client: &mut Client) -> ServerFrame {
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, client.next()).await.unwrap().unwrap().unwrap();
+        match frame {
+            Message::Text(text) => return ServerFrame::from_json(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+pub async fn http_get(address: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response)).await.unwrap().unwrap();
+    response
+}
