@@ -1,0 +1,511 @@
+//! The outbox: every message this tab sends is kept here until the relay acknowledges it, so that
+//! nothing the user typed is lost to a dropped socket or a reload.
+//!
+//! A message goes [`Pending`](DeliveryState::Pending) → [`Sent`](DeliveryState::Sent) (written to
+//! the socket) → [`Delivered`](DeliveryState::Delivered) (the relay's ack, with its sequence
+//! number). When the socket drops, or the page reloads, we cannot know whether a sent message
+//! arrived, so it goes back to `Pending` and is sent again: the relay deduplicates by the message's
+//! client-made id and acks the copy, so re-sending is always safe. A message the relay refused is
+//! [`Failed`](DeliveryState::Failed) until the user retries it.
+//!
+//! The outbox is bounded by the messages not yet delivered ([`Outbox::capacity`]); when that many
+//! are waiting, [`Outbox::push`] refuses instead of dropping anything. Delivered entries stay (the
+//! page can show their tick) until the owner prunes them with [`Outbox::prune_delivered`],
+//! typically just before saving.
+//!
+//! What localStorage holds is [`Outbox::to_json`]: snake_case field names like the wire protocol,
+//! and the state tagged by `kind`:
+//!
+//! ```json
+//! {"capacity":100,"entries":[{"id":"6f1c…","source":"ann","content":"hi","created_at_ms":1700000000000,"state":{"kind":"delivered","seq":42}}]}
+//! ```
+//!
+//! Lookups by id are linear scans: the outbox holds the undelivered messages of one tab plus what
+//! the owner keeps for display, a few hundred at most, so a map would buy nothing.
+
+use serde::{Deserialize, Serialize};
+
+/// How many undelivered messages [`Outbox::default`] holds: far more than anyone types while
+/// offline, few enough that localStorage never notices.
+pub const DEFAULT_CAPACITY: usize = 100;
+
+/// One message this tab sent, with how far its delivery got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingMessage {
+    /// Client-made UUID text, unique per message; the relay deduplicates re-sends by it.
+    pub id: String,
+    /// Who wrote it.
+    pub source: String,
+    /// What was written: text, never HTML.
+    pub content: String,
+    /// When the user sent it, in milliseconds since the Unix epoch (the browser's clock).
+    pub created_at_ms: u64,
+    /// How far its delivery got.
+    pub state: DeliveryState,
+}
+
+impl OutgoingMessage {
+    /// A new message, [`Pending`](DeliveryState::Pending).
+    #[must_use]
+    pub fn new(
+        id: impl Into<String>,
+        source: impl Into<String>,
+        content: impl Into<String>,
+        created_at_ms: u64,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            source: source.into(),
+            content: content.into(),
+            created_at_ms,
+            state: DeliveryState::Pending,
+        }
+    }
+}
+
+/// How far a message's delivery got. Stored as `{"kind": "pending"}`, `{"kind": "sent"}`,
+/// `{"kind": "delivered", "seq": 42}` or `{"kind": "failed", "reason": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting to be written to the socket (for the first time, or again after a disconnect).
+    Pending,
+    /// Written to the socket; no ack yet.
+    Sent,
+    /// The relay has it, as number `seq` of the conversation.
+    Delivered {
+        /// The relay's sequence number for the message.
+        seq: u64,
+    },
+    /// The relay refused it; it is not re-sent until [`Outbox::retry`].
+    Failed {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+impl DeliveryState {
+    /// Whether the relay has acknowledged the message.
+    #[must_use]
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Self::Delivered { .. })
+    }
+}
+
+/// Why [`Outbox::push`] refused a message: too many are still waiting for the relay. The message
+/// was not queued; the caller still has it (and should leave it in the text box).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("outbox full, {waiting} messages waiting")]
+pub struct OutboxFull {
+    /// How many messages are waiting (pending, sent or failed): the outbox's capacity.
+    pub waiting: usize,
+}
+
+/// The messages this tab sent, in the order they were pushed, with their delivery states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Deserialising goes through `StoredOutbox` so that no loaded message is ever left `Sent`.
+#[serde(from = "StoredOutbox")]
+pub struct Outbox {
+    capacity: usize,
+    entries: Vec<OutgoingMessage>,
+}
+
+/// An outbox as stored, before its `Sent` messages are turned back into `Pending`.
+#[derive(Deserialize)]
+struct StoredOutbox {
+    capacity: usize,
+    entries: Vec<OutgoingMessage>,
+}
+
+impl From<StoredOutbox> for Outbox {
+    fn from(stored: StoredOutbox) -> Self {
+        let mut outbox = Self { capacity: stored.capacity, entries: stored.entries };
+        // Whether a message sent before the reload arrived is unknown: send it again.
+        outbox.on_disconnect();
+        outbox
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl Outbox {
+    /// An empty outbox that holds at most `capacity` undelivered messages (0 refuses everything).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity, entries: Vec::new() }
+    }
+
+    /// How many undelivered messages the outbox accepts.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Queues a message to be sent; it becomes [`Pending`](DeliveryState::Pending) whatever state
+    /// it carried. A message whose id is already in the outbox is the same message (a double
+    /// submit): it is accepted and the outbox is left as it was.
+    ///
+    /// # Errors
+    /// [`OutboxFull`] when [`Outbox::capacity`] messages are already waiting (pending, sent or
+    /// failed). Nothing is queued and nothing already queued is dropped; acks make room again.
+    pub fn push(&mut self, mut message: OutgoingMessage) -> Result<(), OutboxFull> {
+        if self.get(&message.id).is_some() {
+            return Ok(());
+        }
+        let waiting = self.undelivered_count();
+        if waiting >= self.capacity {
+            return Err(OutboxFull { waiting });
+        }
+        message.state = DeliveryState::Pending;
+        self.entries.push(message);
+        Ok(())
+    }
+
+    /// The messages to write to the socket now: the pending ones, in the order they were pushed.
+    pub fn to_send(&self) -> impl Iterator<Item = &OutgoingMessage> + '_ {
+        self.entries.iter().filter(|entry| entry.state == DeliveryState::Pending)
+    }
+
+    /// The message `id` was written to the socket. Returns whether it was pending (an unknown,
+    /// already sent, delivered or failed message is left as it is).
+    pub fn mark_sent(&mut self, id: &str) -> bool {
+        self.transition(id, |state| {
+            (*state == DeliveryState::Pending).then_some(DeliveryState::Sent)
+        })
+    }
+
+    /// The socket closed: every sent but unacknowledged message goes back to pending, to be sent
+    /// again, in its original order, on the next connection. Returns how many did.
+    pub fn on_disconnect(&mut self) -> usize {
+        let mut requeued = 0;
+        for entry in &mut self.entries {
+            if entry.state == DeliveryState::Sent {
+                entry.state = DeliveryState::Pending;
+                requeued += 1;
+            }
+        }
+        requeued
+    }
+
+    /// The relay acknowledged message `id` as number `seq`. Returns whether this delivered it:
+    /// `false` for an id this outbox does not hold and for a repeated ack (the relay acks every
+    /// re-sent copy; the first `seq` stays). An ack also settles a message that went back to
+    /// pending or was marked failed in the meantime: the relay has it, so it is not sent again.
+    pub fn ack(&mut self, id: &str, seq: u64) -> bool {
+        self.transition(id, |state| {
+            (!state.is_delivered()).then_some(DeliveryState::Delivered { seq })
+        })
+    }
+
+    /// The relay refused message `id`. Returns whether it was pending or sent; a delivered or
+    /// already failed message is left as it is.
+    pub fn fail(&mut self, id: &str, reason: impl Into<String>) -> bool {
+        self.transition(id, |state| {
+            matches!(state, DeliveryState::Pending | DeliveryState::Sent)
+                .then(|| DeliveryState::Failed { reason: reason.into() })
+        })
+    }
+
+    /// The user asked to try a failed message again: it goes back to pending, keeping its place
+    /// in the order. Returns whether it had failed.
+    pub fn retry(&mut self, id: &str) -> bool {
+        self.transition(id, |state| {
+            matches!(state, DeliveryState::Failed { .. }).then_some(DeliveryState::Pending)
+        })
+    }
+
+    /// The message with this id, if the outbox holds it.
+    #[must_use]
+    pub fn get(&self, id: &str) -> Option<&OutgoingMessage> {
+        self.entries.iter().find(|entry| entry.id == id)
+    }
+
+    /// Every message, in the order they were pushed.
+    #[must_use]
+    pub fn entries(&self) -> &[OutgoingMessage] {
+        &self.entries
+    }
+
+    /// How many messages wait to be written to the socket.
+    #[must_use]
+    pub fn pending_count(&self) -> usize {
+        self.to_send().count()
+    }
+
+    /// How many messages the relay has not acknowledged (pending, sent or failed): what counts
+    /// against [`Outbox::capacity`].
+    #[must_use]
+    pub fn undelivered_count(&self) -> usize {
+        self.entries.iter().filter(|entry| !entry.state.is_delivered()).count()
+    }
+
+    /// Whether [`Outbox::push`] would refuse a new message.
+    #[must_use]
+    pub fn is_full(&self) -> bool {
+        self.undelivered_count() >= self.capacity
+    }
+
+    /// Forgets delivered messages but the `keep` most recent ones; undelivered messages are never
+    /// touched. Returns how many were forgotten.
+    pub fn prune_delivered(&mut self, keep: usize) -> usize {
+        let delivered = self.entries.iter().filter(|entry| entry.state.is_delivered()).count();
+        let mut to_forget = delivered.saturating_sub(keep);
+        let forgotten = to_forget;
+        // Oldest first: the entries are in push order.
+        self.entries.retain(|entry| {
+            if to_forget > 0 && entry.state.is_delivered() {
+                to_forget -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        forgotten
+    }
+
+    /// The outbox as JSON, for localStorage (format in the module documentation).
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        // Serialising strings, integers and a tagged enum cannot fail: serde_json only fails on
+        // maps with non-string keys or on a failing `Serialize` impl, and there is neither here.
+        serde_json::to_string(self).expect("an Outbox always serialises")
+    }
+
+    /// Loads an outbox saved by [`Outbox::to_json`]. Messages that were sent but not acknowledged
+    /// come back pending: a reload means we cannot know whether they arrived. An outbox saved with
+    /// more undelivered messages than its capacity keeps them all; it just refuses new ones until
+    /// acks make room.
+    ///
+    /// # Errors
+    /// The [`serde_json::Error`] when the text is not JSON or not an outbox (e.g. written by an
+    /// incompatible version); the caller then starts with an empty outbox.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// Applies `next` to the state of message `id`; `None` from `next` means "no change".
+    /// Returns whether the state changed.
+    fn transition(
+        &mut self,
+        id: &str,
+        next: impl FnOnce(&DeliveryState) -> Option<DeliveryState>,
+    ) -> bool {
+        let Some(entry) = self.entries.iter_mut().find(|entry| entry.id == id) else {
+            return false;
+        };
+        match next(&entry.state) {
+            Some(state) => {
+                entry.state = state;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> OutgoingMessage {
+        OutgoingMessage::new(id, "ann", format!("text of {id}"), 1_700_000_000_000)
+    }
+
+    fn outbox_with(capacity: usize, ids: &[&str]) -> Outbox {
+        let mut outbox = Outbox::new(capacity);
+        for id in ids {
+            outbox.push(message(id)).expect("room for the test's messages");
+        }
+        outbox
+    }
+
+    fn ids<'a>(messages: impl Iterator<Item = &'a OutgoingMessage>) -> Vec<&'a str> {
+        messages.map(|message| message.id.as_str()).collect()
+    }
+
+    /// Messages typed while offline go out in the order they were typed, each exactly once.
+    #[test]
+    fn flush_keeps_the_typing_order() {
+        let mut outbox = outbox_with(10, &["a", "b", "c"]);
+        assert_eq!(ids(outbox.to_send()), ["a", "b", "c"]);
+        assert_eq!(outbox.pending_count(), 3);
+
+        for id in ["a", "b", "c"] {
+            assert!(outbox.mark_sent(id));
+        }
+        assert_eq!(outbox.to_send().count(), 0, "a sent message is not sent twice");
+        assert!(!outbox.mark_sent("a"));
+
+        for (seq, id) in (1..).zip(["a", "b", "c"]) {
+            assert!(outbox.ack(id, seq));
+        }
+        assert_eq!(ids(outbox.entries().iter()), ["a", "b", "c"]);
+        assert_eq!(outbox.get("c").map(|m| &m.state), Some(&DeliveryState::Delivered { seq: 3 }));
+        assert_eq!(outbox.undelivered_count(), 0);
+    }
+
+    /// When the socket drops before the relay acknowledged some messages, they go out again on
+    /// the next connection, in their original order, ahead of what was typed meanwhile.
+    #[test]
+    fn reconnect_resends_unacknowledged_messages_in_order() {
+        let mut outbox = outbox_with(10, &["a", "b", "c", "d"]);
+        for id in ["a", "b", "c", "d"] {
+            outbox.mark_sent(id);
+        }
+        outbox.ack("b", 7);
+
+        assert_eq!(outbox.on_disconnect(), 3);
+        outbox.push(message("e")).expect("room");
+        assert_eq!(ids(outbox.to_send()), ["a", "c", "d", "e"]);
+        assert_eq!(outbox.get("b").map(|m| &m.state), Some(&DeliveryState::Delivered { seq: 7 }));
+        assert_eq!(outbox.on_disconnect(), 0, "nothing was sent since");
+    }
+
+    /// A message the relay acks twice (because it was re-sent) shows one tick with its first
+    /// number; acks for messages this tab does not know change nothing; a double submit of the
+    /// same message queues it once.
+    #[test]
+    fn ack_is_idempotent_and_duplicates_collapse() {
+        let mut outbox = outbox_with(10, &["a", "b"]);
+        outbox.mark_sent("a");
+        assert!(outbox.ack("a", 1));
+        assert!(!outbox.ack("a", 1));
+        assert!(!outbox.ack("a", 99));
+        assert_eq!(outbox.get("a").map(|m| &m.state), Some(&DeliveryState::Delivered { seq: 1 }));
+        assert!(!outbox.ack("from another tab", 2));
+
+        // The socket dropped after "b" was written; the late ack still settles it.
+        outbox.mark_sent("b");
+        outbox.on_disconnect();
+        assert!(outbox.ack("b", 2));
+        assert_eq!(outbox.to_send().count(), 0, "an acknowledged message is not re-sent");
+
+        outbox.push(message("c")).expect("room");
+        outbox.push(message("c")).expect("a duplicate is accepted");
+        assert_eq!(ids(outbox.entries().iter()), ["a", "b", "c"]);
+        assert!(!outbox.mark_sent("a"), "a delivered message is never sent again");
+    }
+
+    /// With too many messages waiting the app says "outbox full" rather than dropping one, and
+    /// accepts new messages again as soon as the relay acknowledges old ones.
+    #[test]
+    fn full_outbox_refuses_then_accepts_after_acks() {
+        let mut outbox = outbox_with(2, &["a", "b"]);
+        assert!(outbox.is_full());
+        let error = outbox.push(message("c")).expect_err("the outbox is full");
+        assert_eq!(error, OutboxFull { waiting: 2 });
+        assert_eq!(error.to_string(), "outbox full, 2 messages waiting");
+        assert_eq!(ids(outbox.entries().iter()), ["a", "b"], "nothing queued, nothing dropped");
+
+        // A failed message still waits for the user, so it still takes room.
+        outbox.fail("a", "too long");
+        assert!(outbox.push(message("c")).is_err());
+
+        outbox.mark_sent("b");
+        outbox.ack("b", 1);
+        assert!(!outbox.is_full());
+        outbox.push(message("c")).expect("the ack made room");
+        assert_eq!(ids(outbox.entries().iter()), ["a", "b", "c"]);
+        assert!(outbox.push(message("d")).is_err());
+    }
+
+    /// After a reload the page still shows every message: unacknowledged ones are sent again,
+    /// delivered ones keep their number, failed ones still wait for "retry".
+    #[test]
+    fn persistence_round_trip_resends_what_was_in_flight() {
+        let mut outbox = outbox_with(5, &["a", "b", "c", "d"]);
+        outbox.mark_sent("a");
+        outbox.ack("a", 1);
+        outbox.mark_sent("b");
+        outbox.fail("d", "rate limited");
+
+        let loaded = Outbox::from_json(&outbox.to_json()).expect("our own JSON loads");
+        assert_eq!(loaded.capacity(), 5);
+        assert_eq!(ids(loaded.entries().iter()), ["a", "b", "c", "d"]);
+        let states: Vec<_> = loaded.entries().iter().map(|m| m.state.clone()).collect();
+        assert_eq!(
+            states,
+            [
+                DeliveryState::Delivered { seq: 1 },
+                DeliveryState::Pending,
+                DeliveryState::Pending,
+                DeliveryState::Failed { reason: "rate limited".into() },
+            ]
+        );
+        assert_eq!(ids(loaded.to_send()), ["b", "c"]);
+        assert_eq!(loaded.get("c"), outbox.get("c"), "text, author and time survive");
+    }
+
+    /// What localStorage holds is the documented snake_case JSON, and a saved `sent` message
+    /// loads as pending even when read through serde directly.
+    #[test]
+    fn stored_format_is_stable() {
+        let mut outbox = outbox_with(3, &["a", "b"]);
+        outbox.mark_sent("a");
+        outbox.ack("a", 42);
+        outbox.mark_sent("b");
+        let json: serde_json::Value = serde_json::from_str(&outbox.to_json()).expect("JSON");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "capacity": 3,
+                "entries": [
+                    {"id": "a", "source": "ann", "content": "text of a",
+                     "created_at_ms": 1_700_000_000_000_u64, "state": {"kind": "delivered", "seq": 42}},
+                    {"id": "b", "source": "ann", "content": "text of b",
+                     "created_at_ms": 1_700_000_000_000_u64, "state": {"kind": "sent"}},
+                ]
+            })
+        );
+        let loaded: Outbox = serde_json::from_value(json).expect("loads");
+        assert_eq!(loaded.get("b").map(|m| &m.state), Some(&DeliveryState::Pending));
+
+        assert!(Outbox::from_json("not json").is_err());
+        assert!(Outbox::from_json(r#"{"entries": []}"#).is_err(), "capacity is required");
+    }
+
+    /// A message the relay refused is shown as failed and not re-sent on reconnect; "retry" sends
+    /// it again, in its original place.
+    #[test]
+    fn failed_message_waits_for_retry() {
+        let mut outbox = outbox_with(10, &["a", "b"]);
+        outbox.mark_sent("a");
+        assert!(outbox.fail("a", "message too long"));
+        assert!(!outbox.fail("a", "again"), "the first reason stays");
+        assert_eq!(
+            outbox.get("a").map(|m| &m.state),
+            Some(&DeliveryState::Failed { reason: "message too long".into() })
+        );
+        assert_eq!(ids(outbox.to_send()), ["b"]);
+        outbox.on_disconnect();
+        assert_eq!(ids(outbox.to_send()), ["b"], "a disconnect does not retry a failure");
+
+        assert!(!outbox.retry("b"), "only failed messages are retried");
+        assert!(!outbox.retry("unknown"));
+        assert!(outbox.retry("a"));
+        assert_eq!(ids(outbox.to_send()), ["a", "b"]);
+        outbox.mark_sent("a");
+        assert!(outbox.ack("a", 5));
+        assert!(!outbox.fail("a", "late refusal"), "a delivered message stays delivered");
+    }
+
+    /// Old delivered messages can be forgotten to keep the saved outbox small; messages still
+    /// waiting are never forgotten.
+    #[test]
+    fn pruning_forgets_only_old_delivered_messages() {
+        let mut outbox = outbox_with(10, &["a", "b", "c", "d", "e"]);
+        for (seq, id) in (1..).zip(["a", "b", "d", "e"]) {
+            outbox.mark_sent(id);
+            outbox.ack(id, seq);
+        }
+        assert_eq!(outbox.prune_delivered(2), 2);
+        assert_eq!(ids(outbox.entries().iter()), ["c", "d", "e"]);
+        assert_eq!(outbox.prune_delivered(2), 0);
+        assert_eq!(outbox.prune_delivered(0), 2);
+        assert_eq!(ids(outbox.entries().iter()), ["c"]);
+    }
+}
