@@ -2,7 +2,7 @@
 //!
 //! - [`chat_socket`]: the reactive WebSocket service (connection state, message logs, `send`),
 //!   created once at the root and provided through context.
-//! - [`message_log`]: the append-only lists of sent and received messages, keyed for rendering.
+//! - [`conversation`]: the received messages, once each, in the relay's order.
 //! - [`outbox`]: the messages not yet acknowledged by the relay, re-sent after a drop or a reload.
 //! - [`reconnect`]: when to reconnect after the socket closes (capped back-off with full jitter).
 //! - [`relay_url`]: where the socket connects (the page's own origin unless `?relay=` says otherwise).
@@ -10,7 +10,7 @@
 
 pub mod chat_socket;
 pub mod components;
-pub mod message_log;
+pub mod conversation;
 pub mod outbox;
 pub mod reconnect;
 pub mod relay_url;

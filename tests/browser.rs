@@ -7,8 +7,12 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 use web_sys::{HtmlButtonElement, HtmlElement, HtmlTextAreaElement};
-use wschat::chat_socket::{ChatSocket, ChatSocketOptions, ConnectionState, SendError};
+use wschat::chat_socket::{
+    ChatSocket, ChatSocketOptions, ConnectionState, Request, RequestError, SendError,
+};
+use wschat::outbox::DeliveryState;
 use wschat::App;
+use wschat_protocol::v1::ServerFrame;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -40,8 +44,23 @@ fn silent_relay() -> String {
     }
 }
 
+/// Options for a tab named `source` plus a random suffix: the tests run concurrently against
+/// one relay that keeps its history (across both browsers' runs), so each tab has a name of its
+/// own and each test looks only at its own tabs' messages.
 fn options(url: String, source: &str) -> ChatSocketOptions {
-    ChatSocketOptions { url, source: source.to_owned() }
+    ChatSocketOptions::new(url, unique(source))
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{:06}", (js_sys::Math::random() * 1e6) as u32)
+}
+
+fn name_of(socket: &ChatSocket) -> String {
+    socket.source.get_untracked()
+}
+
+fn page_name(page: &HtmlElement) -> String {
+    by_testid::<web_sys::HtmlInputElement>(page, "display-name").value()
 }
 
 async fn sleep(milliseconds: i32) {
@@ -177,8 +196,9 @@ async fn sending_and_receiving_through_the_page() {
     let (page, _app) = mount_app(options(relay(), "page-tab"));
     let (_other_owner, other) = open_socket(options(relay(), "other-tab"));
     until("the page to connect", || status(&page) == "connected").await;
-    until("the other tab to connect", || other.state.get_untracked() == ConnectionState::Connected)
+    until("the other tab to connect", || other.state.get_untracked() == ConnectionState::Open)
         .await;
+    let (page_tab, other_tab) = (page_name(&page), name_of(&other));
 
     let composer: HtmlTextAreaElement = by_testid(&page, "composer");
     type_into(&composer, "hello from the page");
@@ -186,18 +206,17 @@ async fn sending_and_receiving_through_the_page() {
     until("the message under Sent", || !list_texts(&page, "sent-list").is_empty()).await;
     assert_eq!(
         list_texts(&page, "sent-list"),
-        [("page-tab".to_owned(), "hello from the page".to_owned())]
+        [(page_tab.clone(), "hello from the page".to_owned())]
     );
     assert_eq!(composer.value(), "", "the box clears after a send");
-    until("the other tab to receive it", || !received_from(&other, "page-tab").is_empty()).await;
-    assert_eq!(received_from(&other, "page-tab"), ["hello from the page"]);
+    until("the other tab to receive it", || !received_from(&other, &page_tab).is_empty()).await;
+    assert_eq!(received_from(&other, &page_tab), ["hello from the page"]);
+    until("the relay's ack", || sent_state(&page, 0) == "delivered").await;
 
     other.send("hello back").unwrap();
-    until("the reply under Received", || {
-        !list_from(&page, "received-list", "other-tab").is_empty()
-    })
-    .await;
-    assert_eq!(list_from(&page, "received-list", "other-tab"), ["hello back"]);
+    until("the reply under Received", || !list_from(&page, "received-list", &other_tab).is_empty())
+        .await;
+    assert_eq!(list_from(&page, "received-list", &other_tab), ["hello back"]);
 }
 
 /// Enter sends; Shift+Enter does not (it is for a new line); a blank message is never sent.
@@ -227,54 +246,123 @@ async fn enter_sends_and_blank_messages_are_not_sent() {
 async fn content_is_rendered_as_text_never_as_html() {
     let (page, _app) = mount_app(options(relay(), "victim"));
     let (_owner, attacker) = open_socket(options(relay(), "<b>attacker</b>"));
+    let attacker_name = name_of(&attacker);
     until("the page to connect", || status(&page) == "connected").await;
-    until("the attacker to connect", || {
-        attacker.state.get_untracked() == ConnectionState::Connected
-    })
-    .await;
+    until("the attacker to connect", || attacker.state.get_untracked() == ConnectionState::Open)
+        .await;
     let payload = "<img src=x onerror=\"document.title='pwned'\">";
     attacker.send(payload).unwrap();
     until("the payload to arrive", || {
-        !list_from(&page, "received-list", "<b>attacker</b>").is_empty()
+        !list_from(&page, "received-list", &attacker_name).is_empty()
     })
     .await;
-    assert_eq!(list_from(&page, "received-list", "<b>attacker</b>"), [payload]);
+    assert_eq!(list_from(&page, "received-list", &attacker_name), [payload]);
     assert!(page.query_selector("[data-testid=received-list] img").unwrap().is_none());
     assert!(page.query_selector("[data-testid=received-list] b").unwrap().is_none());
     assert_ne!(document().title(), "pwned");
 }
 
-/// The service's state signal follows the socket: connecting, then connected, then disconnected
-/// once closed; sending is refused while not connected, and nothing is listed.
+/// The service's state signal follows the socket: connecting, then open, then closed. What is
+/// sent while not open waits in the outbox as pending and is delivered once the socket opens.
 #[wasm_bindgen_test]
-async fn state_follows_open_and_close() {
+async fn state_follows_open_and_close_and_the_outbox_waits() {
     let (_owner, socket) = open_socket(options(relay(), "stateful"));
     assert_eq!(socket.state.get_untracked(), ConnectionState::Connecting);
-    assert_eq!(socket.send("too early"), Err(SendError::NotConnected));
-    until("connected", || socket.state.get_untracked() == ConnectionState::Connected).await;
+    socket.send("typed while connecting").unwrap();
+    assert_eq!(outbox_states(&socket), ["pending"]);
+    until("open", || socket.state.get_untracked() == ConnectionState::Open).await;
+    until("delivered", || outbox_states(&socket) == ["delivered"]).await;
     assert_eq!(socket.send(" \t\n"), Err(SendError::Blank));
 
     socket.close();
-    until("disconnected", || socket.state.get_untracked() == ConnectionState::Disconnected).await;
-    assert_eq!(socket.send("too late"), Err(SendError::NotConnected));
-    assert!(socket.sent.with_untracked(|log| log.is_empty()));
+    until("closed", || socket.state.get_untracked() == ConnectionState::Closed).await;
+    assert_eq!(socket.state.get_untracked().label(), "disconnected");
+    socket.send("typed while closed").unwrap();
+    sleep(200).await;
+    assert_eq!(outbox_states(&socket), ["delivered", "pending"], "it waits for the user");
+    socket.reconnect_now();
+    until("open again", || socket.state.get_untracked() == ConnectionState::Open).await;
+    until("both delivered", || outbox_states(&socket) == ["delivered", "delivered"]).await;
 }
 
-/// Until the relay answers the handshake, the socket is "connecting", never "connected", and
-/// sending is refused (so nothing typed is lost into a socket that is not open).
+/// Until the relay answers the handshake, the socket is "connecting", never "open", and what is
+/// sent waits in the outbox.
 #[wasm_bindgen_test]
 async fn unanswered_handshake_stays_connecting() {
     let (_owner, socket) = open_socket(options(silent_relay(), "patient"));
+    socket.send("hello?").unwrap();
     sleep(500).await;
     assert_eq!(socket.state.get_untracked(), ConnectionState::Connecting);
-    assert_eq!(socket.send("hello?"), Err(SendError::NotConnected));
+    assert_eq!(outbox_states(&socket), ["pending"]);
 }
 
-/// A relay that is not there leaves the socket disconnected with an explanation.
+/// A relay that is not there: the service keeps retrying with back-off, says why, and the page
+/// offers "Reconnect now".
 #[wasm_bindgen_test]
-async fn unreachable_relay_is_reported() {
-    let (_owner, socket) = open_socket(options(dead_relay(), "lonely"));
-    until("disconnected", || socket.state.get_untracked() == ConnectionState::Disconnected).await;
-    let error = socket.last_error.get_untracked().expect("the failure is explained");
-    assert!(error.contains("Disconnected") || error.contains("Cannot open"), "{error}");
+async fn unreachable_relay_is_retried_with_back_off() {
+    let (page, _app) = mount_app(options(dead_relay(), "lonely"));
+    until("reconnecting", || status(&page) == "reconnecting").await;
+    let countdown: HtmlElement = by_testid(&page, "retry-countdown");
+    assert!(
+        countdown.text_content().unwrap().starts_with("attempt "),
+        "{:?}",
+        countdown.text_content()
+    );
+    let _: HtmlButtonElement = by_testid(&page, "reconnect");
+    let error: HtmlElement = by_testid(&page, "relay-error");
+    let error = error.text_content().unwrap();
+    assert!(error.contains("Cannot reach the relay"), "{error}");
+}
+
+/// A new tab shows recent history: what was said before it opened, once each, in order.
+#[wasm_bindgen_test]
+async fn a_new_tab_shows_recent_history() {
+    let (_owner, early) = open_socket(options(relay(), "early"));
+    until("open", || early.state.get_untracked() == ConnectionState::Open).await;
+    for n in 0..3 {
+        early.send(&format!("before you came {n}")).unwrap();
+    }
+    until("delivered", || outbox_states(&early).iter().all(|state| *state == "delivered")).await;
+    let (_late_owner, late) = open_socket(options(relay(), "late"));
+    let early_name = name_of(&early);
+    until("the history", || received_from(&late, &early_name).len() == 3).await;
+    let expected: Vec<_> = (0..3).map(|n| format!("before you came {n}")).collect();
+    assert_eq!(received_from(&late, &early_name), expected);
+}
+
+/// `request` resolves with the correlated reply, or says the socket is not connected.
+#[wasm_bindgen_test]
+async fn requests_get_their_replies() {
+    let (_owner, socket) = open_socket(options(relay(), "asker"));
+    assert_eq!(socket.request(Request::Ping).await, Err(RequestError::Disconnected));
+    until("open", || socket.state.get_untracked() == ConnectionState::Open).await;
+    assert!(matches!(socket.request(Request::Ping).await, Ok(ServerFrame::Pong { .. })));
+    match socket.request(Request::History { after_seq: 0 }).await {
+        Ok(ServerFrame::History { complete, .. }) => assert!(complete),
+        other => panic!("expected a history answer, got {other:?}"),
+    }
+}
+
+fn outbox_states(socket: &ChatSocket) -> Vec<&'static str> {
+    socket.outbox.with_untracked(|outbox| {
+        outbox
+            .entries()
+            .iter()
+            .map(|message| match message.state {
+                DeliveryState::Pending => "pending",
+                DeliveryState::Sent => "sent",
+                DeliveryState::Delivered { .. } => "delivered",
+                DeliveryState::Failed { .. } => "failed",
+            })
+            .collect()
+    })
+}
+
+/// The `data-state` of the n-th entry in the page's "Sent Messages".
+fn sent_state(page: &HtmlElement, n: u32) -> String {
+    let items = page.query_selector_all("[data-testid=sent-list] > li").unwrap();
+    items
+        .get(n)
+        .and_then(|item| item.unchecked_into::<HtmlElement>().get_attribute("data-state"))
+        .unwrap_or_default()
 }

@@ -1,38 +1,40 @@
-//! The root component: opens the chat socket once and lays out the tutorial's page.
+//! The root component: starts the chat socket once and lays out the tutorial's page.
 
 use leptos::prelude::*;
 
 use crate::chat_socket::{provide_chat_socket, ChatSocketOptions};
 use crate::components::composer::Composer;
 use crate::components::connection_badge::ConnectionBadge;
-use crate::components::message_list::MessageList;
+use crate::components::name_field::NameField;
+use crate::components::received_list::ReceivedList;
+use crate::components::sent_list::SentList;
 
-/// The chat page: a heading with the connection badge, the composer, and the sent and received
-/// message lists.
+/// The chat page: a heading with the connection badge, the name, the composer, and the sent and
+/// received message lists.
 #[component]
 pub fn App(
-    /// How to reach the relay. Default: the page's own origin, or `?relay=`.
+    /// How to reach the relay and more. Default: the page's own origin, or `?relay=`.
     #[prop(optional)]
     options: Option<ChatSocketOptions>,
 ) -> impl IntoView {
     let socket = provide_chat_socket(options.unwrap_or_default());
+    let notice = move || socket.received.with(|received| received.notice().map(str::to_owned));
     view! {
         <main class="chat">
             <header class="chat-header">
                 <h1>"wschat"</h1>
                 <ConnectionBadge />
             </header>
-            <p class="identity">
-                "You are " <strong data-testid="source">{socket.source()}</strong>
-            </p>
+            <NameField />
+            <Show when=move || notice().is_some()>
+                <p class="notice" role="status" data-testid="history-notice">
+                    {notice}
+                </p>
+            </Show>
             <Composer />
             <div class="logs">
-                <MessageList title="Sent Messages" testid="sent-list" messages=socket.sent />
-                <MessageList
-                    title="Received Messages"
-                    testid="received-list"
-                    messages=socket.received
-                />
+                <SentList />
+                <ReceivedList />
             </div>
         </main>
     }

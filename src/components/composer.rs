@@ -3,10 +3,11 @@
 use leptos::ev::KeyboardEvent;
 use leptos::prelude::*;
 
-use crate::chat_socket::{expect_chat_socket, ConnectionState, SendError};
+use crate::chat_socket::{expect_chat_socket, SendError};
 
-/// A textarea and a "Send Message" button. Enter sends, Shift+Enter starts a new line; the box
-/// clears only once the message is sent, so nothing typed is lost.
+/// A textarea and a "Send Message" button. Enter sends, Shift+Enter starts a new line. The box
+/// clears once the message is in the outbox (sent at once, or when the connection is back); if the
+/// outbox refuses it, the text stays in the box.
 #[component]
 pub fn Composer() -> impl IntoView {
     let socket = expect_chat_socket();
@@ -27,7 +28,6 @@ pub fn Composer() -> impl IntoView {
             send();
         }
     };
-    let disconnected = move || socket.state.get() != ConnectionState::Connected;
     view! {
         <form
             class="composer"
@@ -45,7 +45,7 @@ pub fn Composer() -> impl IntoView {
                 on:input=move |event| set_draft.set(event_target_value(&event))
                 on:keydown=on_keydown
             ></textarea>
-            <button type="submit" data-testid="send" disabled=disconnected>
+            <button type="submit" data-testid="send">
                 "Send Message"
             </button>
             <Show when=move || problem.with(Option::is_some)>

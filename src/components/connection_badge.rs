@@ -1,22 +1,59 @@
-//! The connection status badge, and the relay's last complaint under it.
+//! The connection status badge, the retry countdown, the "Reconnect now" button, and the last
+//! problem.
+
+use std::time::Duration;
 
 use leptos::prelude::*;
 
-use crate::chat_socket::expect_chat_socket;
+use crate::chat_socket::{expect_chat_socket, ConnectionState};
 
-/// Shows `connecting`, `connected` or `disconnected`, coloured, and any error from the relay.
+/// Green when connected, orange while connecting or reconnecting (with a countdown to the next
+/// attempt), red when closed or failed; a "Reconnect now" button whenever not connected.
 #[component]
 pub fn ConnectionBadge() -> impl IntoView {
     let socket = expect_chat_socket();
-    let label = move || socket.state.get().label();
+    let (now, set_now) = signal(js_sys::Date::now());
+    // The countdown needs a clock; a tick twice a second is plenty for whole seconds.
+    if let Ok(ticker) = set_interval_with_handle(
+        move || set_now.set(js_sys::Date::now()),
+        Duration::from_millis(500),
+    ) {
+        on_cleanup(move || ticker.clear());
+    }
+    let state = socket.state;
+    let label = move || state.with(ConnectionState::label);
+    let colour = move || match state.get() {
+        ConnectionState::Open => "ok",
+        ConnectionState::Connecting | ConnectionState::Reconnecting { .. } => "warn",
+        ConnectionState::Closed | ConnectionState::Failed { .. } => "bad",
+    };
+    let countdown = move || match state.get() {
+        ConnectionState::Reconnecting { attempt, retry_at_ms } => {
+            let seconds = ((retry_at_ms - now.get()) / 1000.0).ceil();
+            Some(if seconds > 0.0 {
+                format!("attempt {attempt}, next try in {seconds} s")
+            } else {
+                format!("attempt {attempt}, trying now")
+            })
+        }
+        _ => None,
+    };
+    let waiting =
+        move || !matches!(state.get(), ConnectionState::Open | ConnectionState::Connecting);
     view! {
-        <span
-            class=move || format!("badge badge-{}", label())
-            data-testid="connection-status"
-            role="status"
-        >
+        <span class=move || format!("badge badge-{}", colour()) data-testid="connection-status" role="status">
             {label}
         </span>
+        <Show when=move || countdown().is_some()>
+            <span class="countdown" data-testid="retry-countdown">
+                {countdown}
+            </span>
+        </Show>
+        <Show when=waiting>
+            <button class="reconnect" data-testid="reconnect" on:click=move |_| socket.reconnect_now()>
+                "Reconnect now"
+            </button>
+        </Show>
         <Show when=move || socket.last_error.with(Option::is_some)>
             <p class="relay-error" role="alert" data-testid="relay-error">
                 {move || socket.last_error.get()}

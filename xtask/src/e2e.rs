@@ -190,13 +190,13 @@ async fn chat_between_two_tabs(session: &Session) -> anyhow::Result<()> {
     client.goto(&session.app_url).await?;
     let tab_a = client.window().await?;
     wait_for_status(client, "connected").await.context("tab A")?;
-    let name_a = find(client, "source").await?.text().await?;
+    let name_a = display_name(client).await?;
 
     let tab_b = client.new_window(true).await?.handle;
     client.switch_to_window(tab_b.clone()).await?;
     client.goto(&session.app_url).await?;
     wait_for_status(client, "connected").await.context("tab B")?;
-    let name_b = find(client, "source").await?.text().await?;
+    let name_b = display_name(client).await?;
     if name_a == name_b {
         bail!("both tabs are called {name_a}: they cannot be told apart");
     }
@@ -259,6 +259,11 @@ async fn poll<T: std::fmt::Debug>(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn display_name(client: &Client) -> anyhow::Result<String> {
+    let name = find(client, "display-name").await?.prop("value").await?;
+    name.filter(|name| !name.is_empty()).context("the tab shows no display name")
 }
 
 async fn wait_for_status(client: &Client, status: &str) -> anyhow::Result<()> {
