@@ -49,6 +49,22 @@ impl History {
         }
     }
 
+    /// A history that goes on from a saved one (see `crate::store`): the same `epoch`, numbering
+    /// from `latest_seq + 1`, holding the last `capacity` of `messages` (oldest first) and
+    /// recognising their ids as duplicates, as if the relay had never stopped.
+    #[must_use]
+    pub fn resume(
+        epoch: String,
+        capacity: usize,
+        latest_seq: u64,
+        messages: Vec<StoredMessage>,
+    ) -> Self {
+        let skip = messages.len().saturating_sub(capacity);
+        let messages: VecDeque<_> = messages.into_iter().skip(skip).collect();
+        let seq_by_id = messages.iter().map(|message| (message.id.clone(), message.seq)).collect();
+        Self { epoch, capacity, messages, seq_by_id, latest_seq }
+    }
+
     /// Numbers and stores `posted`, unless its id is already stored.
     pub fn append(&mut self, posted: Posted, sent_at_ms: u64) -> Appended {
         if let Some(&seq) = self.seq_by_id.get(&posted.id) {
@@ -75,6 +91,19 @@ impl History {
         Appended::New(stored)
     }
 
+    /// The newest seq given out (0: none yet).
+    #[must_use]
+    pub fn latest_seq(&self) -> u64 {
+        self.latest_seq
+    }
+
+    /// The stored messages after `seq`, oldest first.
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = &StoredMessage> {
+        // The messages are in seq order, so a binary search finds the first one.
+        let first = self.messages.partition_point(|message| message.seq <= seq);
+        self.messages.range(first..)
+    }
+
     /// The oldest seq still stored (`latest + 1` when none is).
     #[must_use]
     pub fn oldest_seq(&self) -> u64 {
@@ -95,8 +124,7 @@ impl History {
     /// nothing between `after_seq` and the first of them has been dropped.
     #[must_use]
     pub fn answer(&self, request_id: u64, after_seq: u64) -> ServerFrame {
-        let messages: Vec<_> =
-            self.messages.iter().filter(|message| message.seq > after_seq).cloned().collect();
+        let messages: Vec<_> = self.after(after_seq).cloned().collect();
         // Nothing is missing if the client is already at or past the oldest gap.
         let complete = after_seq >= self.latest_seq || after_seq + 1 >= self.oldest_seq();
         ServerFrame::History { request_id, epoch: self.epoch.clone(), messages, complete }
@@ -171,6 +199,26 @@ mod tests {
         assert_eq!(seqs(&history.answer(1, 1)), (vec![3, 4, 5], false));
         assert_eq!(seqs(&history.answer(1, 2)), (vec![3, 4, 5], true));
         assert!(matches!(history.append(posted("a"), 0), Appended::New(stored) if stored.seq == 6));
+    }
+
+    /// A resumed history answers, welcomes and dedupes exactly like the one that was saved, and
+    /// numbers on from where it stopped.
+    #[test]
+    fn a_resumed_history_goes_on_where_the_saved_one_stopped() {
+        let mut saved = History::new("e".into(), 3);
+        for id in ["a", "b", "c", "d"] {
+            saved.append(posted(id), 0);
+        }
+        let messages = saved.messages.iter().cloned().collect();
+        let mut resumed = History::resume("e".into(), 3, saved.latest_seq, messages);
+        assert_eq!(resumed.welcome(), saved.welcome());
+        assert_eq!(resumed.answer(9, 1), saved.answer(9, 1));
+        assert_eq!(resumed.append(posted("c"), 0), Appended::Duplicate(3));
+        assert!(matches!(resumed.append(posted("e"), 0), Appended::New(stored) if stored.seq == 5));
+        // Resumed with a lower limit, it keeps only the newest.
+        let messages = saved.messages.iter().cloned().collect();
+        let smaller = History::resume("e".into(), 1, saved.latest_seq, messages);
+        assert_eq!(smaller.oldest_seq(), 4);
     }
 
     /// With no history kept, messages are still numbered, and any gap is reported.

@@ -6,12 +6,16 @@
 //!   built app as static files.
 //! - `connection` runs one client: a reader task, a writer task, and the close handshake.
 //! - `room` keeps the connected clients and fans each message out, in each client's protocol.
-//! - `history` numbers messages and keeps the last N for clients that catch up.
+//! - `history` numbers messages and keeps the last N for clients that catch up; it answers every
+//!   client, from memory.
+//! - `store` mirrors that history in a redb file under `--data-dir`, so the epoch, the seqs and
+//!   the last N messages survive a restart.
 
 mod connection;
 mod history;
 mod room;
 mod routes;
+mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,8 +29,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::history::History;
 use crate::room::Room;
+use crate::store::{HistoryStore, Store};
 
 pub use connection::Heartbeat;
+pub use store::{StoreError, HISTORY_FILE};
 
 /// How the relay behaves. [`Config::default`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -42,6 +48,10 @@ pub struct Config {
     pub max_message_size: usize,
     /// How many messages the relay keeps for clients that reconnect or join. Default 1000.
     pub history_limit: usize,
+    /// A directory for the history file ([`HISTORY_FILE`]), so that the epoch, the seqs and the
+    /// last `history_limit` messages survive a restart. `None` (the default): the history lives
+    /// in memory and each start is a new epoch.
+    pub data_dir: Option<PathBuf>,
     /// How often each client is pinged, and how long it may stay silent after a ping before it
     /// is dropped. Default: every 20 s, 10 s.
     pub heartbeat: Heartbeat,
@@ -54,6 +64,7 @@ impl Default for Config {
             queue_capacity: 256,
             max_message_size: 64 * 1024,
             history_limit: 1000,
+            data_dir: None,
             heartbeat: Heartbeat {
                 interval: Duration::from_secs(20),
                 timeout: Duration::from_secs(10),
@@ -72,24 +83,34 @@ struct Relay {
     sockets: TaskTracker,
 }
 
+/// Why [`run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The history in `data_dir` could not be opened; nothing was served.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listener failed.
+    #[error("the listener failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Serves the relay on `listener` until `shutdown` completes.
 ///
+/// With a `data_dir`, the history is first loaded from there (see [`Config::data_dir`]).
 /// Shutdown then stops accepting connections, closes every client socket with 1001 ("going
-/// away") and returns once every socket task has finished.
+/// away"), returns once every socket task has finished, and leaves the history file closed.
 ///
 /// # Errors
-/// An I/O error from the listener.
+/// [`RunError::Store`] when the history file cannot be opened (before anything is served), or
+/// an I/O error from the listener.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> Result<(), RunError> {
+    let (history, store) = open_history(&config)?;
     let relay = Arc::new(Relay {
-        room: Arc::new(Room::new(
-            config.queue_capacity,
-            // A new epoch per start: the history lives in memory and is lost on restart.
-            History::new(uuid::Uuid::new_v4().to_string(), config.history_limit),
-        )),
+        room: Arc::new(Room::new(config.queue_capacity, history, store)),
         config,
         shutdown: CancellationToken::new(),
         sockets: TaskTracker::new(),
@@ -106,6 +127,30 @@ pub async fn run(
         .await?;
     relay.sockets.close();
     relay.sockets.wait().await;
+    relay.room.close_store();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The history to start from: loaded from `data_dir` when there is one, else empty in a new
+/// epoch, since the one before it is lost.
+///
+/// Opening the file is blocking I/O on the runtime's thread; it happens once, before anything is
+/// served, so it delays nothing else.
+fn open_history(config: &Config) -> Result<(History, Option<Box<dyn Store>>), StoreError> {
+    let Some(dir) = &config.data_dir else {
+        let epoch = uuid::Uuid::new_v4().to_string();
+        return Ok((History::new(epoch, config.history_limit), None));
+    };
+    let (store, saved) = HistoryStore::open(dir, config.history_limit)?;
+    tracing::info!(
+        file = %dir.join(HISTORY_FILE).display(),
+        epoch = %saved.epoch,
+        latest_seq = saved.latest_seq,
+        messages = saved.messages.len(),
+        "history loaded"
+    );
+    let history =
+        History::resume(saved.epoch, config.history_limit, saved.latest_seq, saved.messages);
+    Ok((history, Some(Box::new(store))))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wschat_relay::{Config, Heartbeat};
+use wschat_relay::{Config, Heartbeat, RunError};
 
 /// Relays chat messages between WebSocket clients: the wschat app and the tutorial's client.
 #[derive(Debug, Parser)]
@@ -29,6 +29,11 @@ struct Args {
     /// Messages kept for clients that reconnect or join (0 keeps none).
     #[arg(long, env = "WSCHAT_HISTORY_LIMIT", default_value_t = Config::default().history_limit)]
     history_limit: usize,
+    /// Keep the history in DIR/history.redb (DIR is created if missing), so the conversation and
+    /// its numbering survive a restart. Without it the history lives in memory and each start is
+    /// a new epoch. One relay at a time per DIR.
+    #[arg(long, env = "WSCHAT_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Seconds between the pings the relay sends each client.
     #[arg(long, env = "WSCHAT_HEARTBEAT_INTERVAL", value_name = "SECONDS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -62,12 +67,21 @@ async fn main() -> std::io::Result<()> {
         queue_capacity: args.queue_capacity,
         max_message_size: args.max_message_size,
         history_limit: args.history_limit,
+        data_dir: args.data_dir,
         heartbeat: Heartbeat {
             interval: Duration::from_secs(args.heartbeat_interval),
             timeout: Duration::from_secs(args.heartbeat_timeout),
         },
     };
-    wschat_relay::run(listener, config, shutdown_signal()).await
+    match wschat_relay::run(listener, config, shutdown_signal()).await {
+        Ok(()) => Ok(()),
+        // The error names the data directory or the history file.
+        Err(RunError::Store(error)) => {
+            tracing::error!(%error, "cannot load the history");
+            std::process::exit(2);
+        }
+        Err(RunError::Io(error)) => Err(error),
+    }
 }
 
 /// Completes on Ctrl-C, or on SIGTERM (what service managers and container runtimes send).

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
 use wschat_protocol::{ChatMessage, RelayFrame};
-use wschat_relay::Config;
+use wschat_relay::{Config, RunError};
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -27,7 +27,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct TestRelay {
     pub address: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<Result<(), RunError>>,
 }
 
 impl TestRelay {

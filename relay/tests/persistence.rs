@@ -1,0 +1,178 @@
+//! The history with `--data-dir`, as clients see it across a restart: same epoch, same seqs, the
+//! same answers and dedupe, and numbering that goes on.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage};
+use wschat_relay::{Config, RunError, StoreError, HISTORY_FILE};
+
+fn config(dir: &Path) -> Config {
+    Config { data_dir: Some(dir.to_owned()), ..Config::default() }
+}
+
+fn message(id: &str, content: &str) -> ClientFrame {
+    ClientFrame::Message { id: id.into(), source: "ada".into(), content: content.into() }
+}
+
+/// Reads the welcome frame; returns (epoch, latest_seq, oldest_seq).
+async fn welcome(client: &mut Client) -> (String, u64, u64) {
+    match next_v1(client).await {
+        ServerFrame::Welcome { epoch, latest_seq, oldest_seq } => (epoch, latest_seq, oldest_seq),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+}
+
+/// Sends a message and returns the ack's (seq, duplicate).
+async fn post(client: &mut Client, id: &str, content: &str) -> (u64, bool) {
+    send_v1(client, &message(id, content)).await;
+    match next_v1(client).await {
+        ServerFrame::Ack { id: acked, seq, duplicate } => {
+            assert_eq!(acked, id);
+            (seq, duplicate)
+        }
+        other => panic!("expected an ack, got {other:?}"),
+    }
+}
+
+async fn history(
+    client: &mut Client,
+    request_id: u64,
+    after_seq: u64,
+) -> (Vec<StoredMessage>, bool) {
+    send_v1(client, &ClientFrame::History { request_id, after_seq }).await;
+    match next_v1(client).await {
+        ServerFrame::History { request_id: answered, messages, complete, .. } => {
+            assert_eq!(answered, request_id);
+            (messages, complete)
+        }
+        other => panic!("expected a history answer, got {other:?}"),
+    }
+}
+
+/// A tab that was at seq 2 when the relay restarted on the same data directory sees the same
+/// epoch, gets exactly the messages it missed, has its retried message recognised, and the
+/// conversation numbers on from where it stopped.
+#[tokio::test]
+async fn the_conversation_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestRelay::start(config(dir.path())).await;
+    let mut alice = first.connect_v1().await;
+    let (epoch, latest, _) = welcome(&mut alice).await;
+    assert_eq!(latest, 0, "a new data directory starts empty");
+    for n in 1..=5 {
+        assert_eq!(post(&mut alice, &format!("m{n}"), &format!("text {n}")).await, (n, false));
+    }
+    let (before, _) = history(&mut alice, 1, 0).await;
+    // Gone before the relay stops, so that stopping does not wait for their close handshakes.
+    drop(alice);
+    first.stop().await;
+
+    let second = TestRelay::start(config(dir.path())).await;
+    let mut alice = second.connect_v1().await;
+    let mut bob = second.connect_v1().await;
+    assert_eq!(welcome(&mut alice).await, (epoch.clone(), 5, 1), "same epoch, same seqs");
+    welcome(&mut bob).await;
+
+    let (rest, complete) = history(&mut bob, 2, 2).await;
+    assert!(complete);
+    assert_eq!(rest, before[2..], "seqs 3 to 5, field for field");
+
+    // Alice never saw the ack for m1 (say) and sends it again: it is the same message.
+    assert_eq!(post(&mut alice, "m1", "text 1").await, (1, true));
+    assert_eq!(post(&mut alice, "m6", "after the restart").await, (6, false));
+    match next_v1(&mut bob).await {
+        ServerFrame::Message(message) => assert_eq!((message.seq, message.id.as_str()), (6, "m6")),
+        other => panic!("expected m6 and nothing before it, got {other:?}"),
+    }
+    drop((alice, bob));
+    second.stop().await;
+
+    let third = TestRelay::start(config(dir.path())).await;
+    let mut carol = third.connect_v1().await;
+    assert_eq!(welcome(&mut carol).await, (epoch, 6, 1), "what came after a restart is kept too");
+    drop(carol);
+    third.stop().await;
+}
+
+/// Only the last `history_limit` messages outlive a restart: a tab further behind is told its
+/// answer is incomplete, as it would have been without the restart.
+#[tokio::test]
+async fn only_the_last_n_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = Config { history_limit: 3, ..config(dir.path()) };
+    let first = TestRelay::start(limited.clone()).await;
+    let mut alice = first.connect_v1().await;
+    welcome(&mut alice).await;
+    for n in 1..=5 {
+        post(&mut alice, &format!("m{n}"), "x").await;
+    }
+    drop(alice);
+    first.stop().await;
+
+    let second = TestRelay::start(limited).await;
+    let mut alice = second.connect_v1().await;
+    let (_, latest, oldest) = welcome(&mut alice).await;
+    assert_eq!((latest, oldest), (5, 3), "holds seqs 3 to 5");
+    let (messages, complete) = history(&mut alice, 1, 1).await;
+    assert!(!complete, "seq 2 is gone");
+    assert_eq!(messages.iter().map(|message| message.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    // m1 fell out of the history, so a re-send of it is a new message.
+    assert_eq!(post(&mut alice, "m1", "x").await, (6, false));
+    drop(alice);
+    second.stop().await;
+}
+
+/// A second relay pointed at a data directory that a running relay uses refuses to start, naming
+/// the file, and the running one is unaffected.
+#[tokio::test]
+async fn two_relays_cannot_share_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = TestRelay::start(config(dir.path())).await;
+    let mut alice = running.connect_v1().await;
+    welcome(&mut alice).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = tokio::time::timeout(
+        PATIENCE,
+        wschat_relay::run(listener, config(dir.path()), std::future::pending()),
+    )
+    .await
+    .expect("the second relay must not start");
+    match refused {
+        Err(RunError::Store(error @ StoreError::Open { .. })) => {
+            let file = dir.path().join(HISTORY_FILE).display().to_string();
+            assert!(error.to_string().contains(&file), "{error}");
+        }
+        other => panic!("expected an open error, got {other:?}"),
+    }
+    assert_eq!(post(&mut alice, "still", "here").await, (1, false));
+    drop(alice);
+    running.stop().await;
+}
+
+/// The `wschat-relay` command given a data directory it cannot use (`WSCHAT_DATA_DIR` naming a
+/// file) exits with an error that names it, instead of serving without its history.
+#[tokio::test]
+async fn the_command_refuses_a_data_dir_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("a-file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let output = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_wschat-relay"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("WSCHAT_DATA_DIR", &not_a_dir)
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let printed = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(printed.contains(&not_a_dir.display().to_string()), "{printed}");
+}
