@@ -122,8 +122,8 @@ pub struct ChatSocketOptions {
     /// How long a ping (and any [`ChatSocket::request`]) may wait for its answer before the
     /// socket is declared dead. Default 10 s.
     pub reply_timeout: Duration,
-    /// The localStorage key the outbox is kept under, so a reload loses nothing; `None` keeps it
-    /// in memory only. Default `Some("wschat.outbox")`.
+    /// The localStorage key the outbox is kept under (plus this tab's id), so a reload loses
+    /// nothing; `None` keeps it in memory only. Default `Some("wschat.outbox")`.
     pub storage_key: Option<String>,
 }
 
@@ -161,10 +161,23 @@ fn saved_name() -> Option<String> {
     local_storage()?.get_item(NAME_KEY).ok().flatten().filter(|name| !name.trim().is_empty())
 }
 
+/// A name for a tab whose user picked none: `guest-` and four random digits, which tell a handful
+/// of tabs apart. Kept in sessionStorage, so a reload keeps it but each tab has its own.
 fn guest_name() -> String {
-    // Four digits tell a handful of tabs apart until the user picks a name.
+    const GUEST_KEY: &str = "wschat.guest";
+    let session = window().session_storage().ok().flatten();
+    if let Some(name) =
+        session.as_ref().and_then(|storage| storage.get_item(GUEST_KEY).ok().flatten())
+    {
+        return name;
+    }
     let number = (js_sys::Math::random() * 10_000.0) as u32;
-    format!("guest-{number:04}")
+    let name = format!("guest-{number:04}");
+    if let Some(storage) = session {
+        // Without sessionStorage a reload only picks a new guest name.
+        let _ = storage.set_item(GUEST_KEY, &name);
+    }
+    name
 }
 
 /// A random (version 4) UUID for a new message, from the browser's cryptographic generator.
@@ -183,8 +196,11 @@ enum Command {
     Flush,
     /// Send a request and route its reply to `reply`.
     Request(Request, oneshot::Sender<Result<ServerFrame, RequestError>>),
-    /// Retry now instead of waiting out the back-off (the button, `online`, the tab shown).
+    /// The user asks to reconnect now (after a loss, a give-up or a close).
     ReconnectNow,
+    /// The browser came back online or the tab became visible: a pending retry starts now and an
+    /// open socket is checked with a ping. A socket the user closed stays closed.
+    Hurry,
     /// Close the socket with 1000 and stay closed until [`Command::ReconnectNow`].
     Close,
 }
@@ -214,7 +230,8 @@ impl ChatSocket {
     /// is cleaned up.
     #[must_use]
     pub fn open(options: ChatSocketOptions) -> Self {
-        let outbox = options.storage_key.as_deref().and_then(load_outbox).unwrap_or_default();
+        let storage_key = options.storage_key.as_deref().map(tab_storage_key);
+        let outbox = storage_key.as_deref().and_then(load_outbox).unwrap_or_default();
         let (state, set_state) = signal(ConnectionState::Connecting);
         let (outbox, set_outbox) = signal(outbox);
         let (received, set_received) = signal(Conversation::default());
@@ -230,7 +247,7 @@ impl ChatSocket {
             set_source,
             set_outbox,
             reply_timeout: StoredValue::new(options.reply_timeout),
-            storage_key: StoredValue::new(options.storage_key.clone()),
+            storage_key: StoredValue::new(storage_key),
             commands: StoredValue::new(commands.clone()),
         };
         let task = SocketTask {
@@ -250,12 +267,12 @@ impl ChatSocket {
         let retry = commands.clone();
         let online = window_event_listener_untyped("online", move |_| {
             // Fails only once the task has ended, and then there is nothing to reconnect.
-            let _ = retry.unbounded_send(Command::ReconnectNow);
+            let _ = retry.unbounded_send(Command::Hurry);
         });
         let retry = commands.clone();
         let visible = window_event_listener_untyped("visibilitychange", move |_| {
             if document().visibility_state() == web_sys::VisibilityState::Visible {
-                let _ = retry.unbounded_send(Command::ReconnectNow);
+                let _ = retry.unbounded_send(Command::Hurry);
             }
         });
         on_cleanup(move || {
@@ -354,6 +371,23 @@ impl ChatSocket {
             save_outbox(&key, &self.outbox.get_untracked());
         }
     }
+}
+
+/// The outbox's localStorage key for this tab: `base` plus an id kept in sessionStorage, which
+/// survives a reload but belongs to one tab, so two tabs never share (and clobber) an outbox.
+fn tab_storage_key(base: &str) -> String {
+    const TAB_KEY: &str = "wschat.tab";
+    let session = window().session_storage().ok().flatten();
+    let saved = session.as_ref().and_then(|storage| storage.get_item(TAB_KEY).ok().flatten());
+    let tab = saved.unwrap_or_else(|| {
+        let tab = new_message_id();
+        if let Some(storage) = &session {
+            // Without sessionStorage the outbox survives no reload, but still works.
+            let _ = storage.set_item(TAB_KEY, &tab);
+        }
+        tab
+    });
+    format!("{base}.{tab}")
 }
 
 fn load_outbox(key: &str) -> Option<Outbox> {
@@ -484,6 +518,8 @@ impl SocketTask {
                 command = self.commands.next() => match command {
                     None => return false,
                     Some(Command::ReconnectNow) => return true,
+                    Some(Command::Hurry) if retry_at.is_some() => return true,
+                    Some(Command::Hurry) => {}
                     Some(Command::Request(_, reply)) => {
                         // Nobody is listening for the reply if the receiver is gone already.
                         let _ = reply.send(Err(RequestError::Disconnected));
@@ -609,7 +645,9 @@ impl SocketTask {
                 }
                 // Already connecting (a second socket would only race this one) or connected; but
                 // a tab coming back from sleep may hold a dead socket: check it with a ping now.
-                Event::Command(Some(Command::ReconnectNow)) => next_ping = js_sys::Date::now(),
+                Event::Command(Some(Command::ReconnectNow | Command::Hurry)) => {
+                    next_ping = js_sys::Date::now();
+                }
                 Event::Command(Some(Command::Flush)) => {
                     if welcomed {
                         if let Err(ended) = self.flush(&mut socket).await {

@@ -8,7 +8,8 @@ use leptos::prelude::*;
 use crate::chat_socket::{expect_chat_socket, ConnectionState};
 
 /// Green when connected, orange while connecting or reconnecting (with a countdown to the next
-/// attempt), red when closed or failed; a "Reconnect now" button whenever not connected.
+/// attempt), red when closed or failed; "Reconnect now" whenever not connected, "Disconnect"
+/// otherwise (messages typed while disconnected wait in the outbox).
 #[component]
 pub fn ConnectionBadge() -> impl IntoView {
     let socket = expect_chat_socket();
@@ -52,6 +53,13 @@ pub fn ConnectionBadge() -> impl IntoView {
         <Show when=waiting>
             <button class="reconnect" data-testid="reconnect" on:click=move |_| socket.reconnect_now()>
                 "Reconnect now"
+            </button>
+        </Show>
+        <Show when=move || {
+            !matches!(state.get(), ConnectionState::Closed | ConnectionState::Failed { .. })
+        }>
+            <button class="reconnect" data-testid="disconnect" on:click=move |_| socket.close()>
+                "Disconnect"
             </button>
         </Show>
         <Show when=move || socket.last_error.with(Option::is_some)>

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
+use fantoccini::wd::WindowHandle;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
@@ -101,33 +102,50 @@ impl Browser {
 struct Session {
     client: Client,
     app_url: String,
+    port: u16,
+    dist: PathBuf,
+    relay: Option<Background>,
     _driver: Background,
-    _relay: Background,
 }
 
 impl Session {
     async fn start(browser: Browser, dist: &Path) -> anyhow::Result<Self> {
         let port = process::free_port()?;
-        let mut relay = Background::spawn(
-            "relay",
-            Command::new(process::relay_binary())
-                .args(["--listen", &format!("127.0.0.1:{port}"), "--static"])
-                .arg(dist)
-                .env("RUST_LOG", "wschat_relay=warn"),
-        )?;
-        process::wait_for_port(port, &mut relay)?;
         let (driver, webdriver) = browser.start_driver()?;
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(browser.capabilities()?)
             .connect(&webdriver)
             .await
             .with_context(|| format!("cannot open a {} session", browser.name()))?;
-        Ok(Self {
+        let mut session = Self {
             client,
             app_url: format!("http://127.0.0.1:{port}/"),
+            port,
+            dist: dist.to_owned(),
+            relay: None,
             _driver: driver,
-            _relay: relay,
-        })
+        };
+        session.start_relay()?;
+        Ok(session)
+    }
+
+    /// Starts the relay (again) on the session's port.
+    fn start_relay(&mut self) -> anyhow::Result<()> {
+        let mut relay = Background::spawn(
+            "relay",
+            Command::new(process::relay_binary())
+                .args(["--listen", &format!("127.0.0.1:{}", self.port), "--static"])
+                .arg(&self.dist)
+                .env("RUST_LOG", "wschat_relay=warn"),
+        )?;
+        process::wait_for_port(self.port, &mut relay)?;
+        self.relay = Some(relay);
+        Ok(())
+    }
+
+    /// Kills the relay, as a crash or a deployment would; its in-memory history goes with it.
+    fn stop_relay(&mut self) {
+        self.relay = None;
     }
 
     /// Ends the WebDriver session (else the browser outlives the driver), then everything else.
@@ -136,18 +154,55 @@ impl Session {
     }
 }
 
-/// Two tabs of the release build: type in tab A and click Send; the message shows in A's sent list
-/// and B's received list. B answers with Enter; the answer shows in both tabs too.
-///
-/// # Errors
-/// What the user would have seen go wrong.
-pub fn two_tabs_chat(browser: Browser, dist: &Path) -> anyhow::Result<()> {
-    block_on(async {
-        let session = Session::start(browser, dist).await?;
-        let outcome = chat_between_two_tabs(&session).await;
-        session.close().await?;
-        outcome.map(|_| ())
-    })
+/// What the end-to-end tests check, each in a fresh session of each browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Type in tab A and click Send: A's sent list and B's received list show it; B answers with
+    /// Enter and A receives that.
+    TwoTabsChat,
+    /// Tab A sends while the relay is down; the relay restarts; B receives the message once.
+    SendWhileTheRelayIsDown,
+    /// Tab B disconnects while A sends 20 messages; when B reconnects it shows all 20, once, in
+    /// order.
+    ACutOffTabCatchesUp,
+    /// Tab A is reloaded while its messages wait for the relay; none is lost.
+    ReloadWithPendingMessages,
+}
+
+impl Scenario {
+    pub const ALL: [Self; 4] = [
+        Self::TwoTabsChat,
+        Self::SendWhileTheRelayIsDown,
+        Self::ACutOffTabCatchesUp,
+        Self::ReloadWithPendingMessages,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TwoTabsChat => "two tabs chat",
+            Self::SendWhileTheRelayIsDown => "a message sent while the relay is down arrives once",
+            Self::ACutOffTabCatchesUp => "a cut-off tab catches up on 20 messages",
+            Self::ReloadWithPendingMessages => "a reload loses no pending message",
+        }
+    }
+
+    /// Runs the scenario in a fresh session of `browser` against the release build in `dist`.
+    ///
+    /// # Errors
+    /// What the user would have seen go wrong.
+    pub fn run(self, browser: Browser, dist: &Path) -> anyhow::Result<()> {
+        block_on(async {
+            let mut session = Session::start(browser, dist).await?;
+            let outcome = match self {
+                Self::TwoTabsChat => chat_between_two_tabs(&session).await,
+                Self::SendWhileTheRelayIsDown => send_while_the_relay_is_down(&mut session).await,
+                Self::ACutOffTabCatchesUp => a_cut_off_tab_catches_up(&session).await,
+                Self::ReloadWithPendingMessages => reload_with_pending_messages(&session).await,
+            };
+            session.close().await?;
+            outcome
+        })
+    }
 }
 
 /// The same chat in Chromium, then a screenshot of tab B for the README.
@@ -184,24 +239,44 @@ pub fn screenshot(dist: &Path, output: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// Runs the two-tab chat; leaves tab B selected.
-async fn chat_between_two_tabs(session: &Session) -> anyhow::Result<()> {
+/// Two connected tabs of the app, with the names they chose.
+struct Tabs {
+    a: WindowHandle,
+    name_a: String,
+    b: WindowHandle,
+    name_b: String,
+}
+
+/// Opens the app in tab A and tab B and waits until both are connected; leaves tab A selected.
+async fn open_two_tabs(session: &Session) -> anyhow::Result<Tabs> {
     let client = &session.client;
     client.goto(&session.app_url).await?;
-    let tab_a = client.window().await?;
+    let a = client.window().await?;
     wait_for_status(client, "connected").await.context("tab A")?;
     let name_a = display_name(client).await?;
 
-    let tab_b = client.new_window(true).await?.handle;
-    client.switch_to_window(tab_b.clone()).await?;
+    let b = client.new_window(true).await?.handle;
+    client.switch_to_window(b.clone()).await?;
     client.goto(&session.app_url).await?;
     wait_for_status(client, "connected").await.context("tab B")?;
     let name_b = display_name(client).await?;
     if name_a == name_b {
         bail!("both tabs are called {name_a}: they cannot be told apart");
     }
+    client.switch_to_window(a.clone()).await?;
+    Ok(Tabs { a, name_a, b, name_b })
+}
 
-    client.switch_to_window(tab_a.clone()).await?;
+/// Types `text` into the composer and presses Enter.
+async fn type_and_send(client: &Client, text: &str) -> anyhow::Result<()> {
+    find(client, "composer").await?.send_keys(&format!("{text}{}", Key::Enter)).await?;
+    Ok(())
+}
+
+/// Runs the two-tab chat; leaves tab B selected.
+async fn chat_between_two_tabs(session: &Session) -> anyhow::Result<()> {
+    let client = &session.client;
+    let Tabs { a, name_a, b, name_b } = open_two_tabs(session).await?;
     let composer = find(client, "composer").await?;
     composer.send_keys("Hello from tab A").await?;
     find(client, "send").await?.click().await?;
@@ -212,17 +287,97 @@ async fn chat_between_two_tabs(session: &Session) -> anyhow::Result<()> {
     }
     expect_list(client, "received-list", &[]).await.context("tab A never gets its own message")?;
 
-    client.switch_to_window(tab_b).await?;
+    client.switch_to_window(b.clone()).await?;
     expect_list(client, "received-list", &[(&name_a, "Hello from tab A")])
         .await
         .context("tab B")?;
-    find(client, "composer").await?.send_keys(&format!("Hi A, B here{}", Key::Enter)).await?;
+    type_and_send(client, "Hi A, B here").await?;
     expect_list(client, "sent-list", &[(&name_b, "Hi A, B here")]).await.context("tab B")?;
 
-    client.switch_to_window(tab_a).await?;
+    client.switch_to_window(a).await?;
     expect_list(client, "received-list", &[(&name_b, "Hi A, B here")]).await.context("tab A")?;
-    client.switch_to_window(client.windows().await?.pop().context("tab B is gone")?).await?;
+    client.switch_to_window(b).await?;
     Ok(())
+}
+
+async fn send_while_the_relay_is_down(session: &mut Session) -> anyhow::Result<()> {
+    let Tabs { a, name_a, b, .. } = open_two_tabs(session).await?;
+    session.stop_relay();
+    let client = &session.client;
+    wait_for_status(client, "reconnecting").await.context("tab A, relay down")?;
+    type_and_send(client, "sent while the relay was down").await?;
+    wait_for_states(client, &["pending"]).await.context("tab A keeps it as pending")?;
+    session.start_relay()?;
+    let client = &session.client;
+    wait_for_status(client, "connected").await.context("tab A, relay back")?;
+    wait_for_states(client, &["delivered"]).await.context("tab A")?;
+    client.switch_to_window(b).await?;
+    expect_list(client, "received-list", &[(&name_a, "sent while the relay was down")])
+        .await
+        .context("tab B receives it exactly once")?;
+    client.switch_to_window(a).await?;
+    Ok(())
+}
+
+async fn a_cut_off_tab_catches_up(session: &Session) -> anyhow::Result<()> {
+    let client = &session.client;
+    let Tabs { a, name_a, b, .. } = open_two_tabs(session).await?;
+    client.switch_to_window(b.clone()).await?;
+    find(client, "disconnect").await?.click().await?;
+    wait_for_status(client, "disconnected").await.context("tab B")?;
+
+    client.switch_to_window(a).await?;
+    let sent: Vec<String> = (1..=20).map(|n| format!("message {n} of 20")).collect();
+    for text in &sent {
+        type_and_send(client, text).await?;
+    }
+    wait_for_states(client, &["delivered"; 20]).await.context("tab A")?;
+
+    client.switch_to_window(b).await?;
+    if !list(client, "received-list").await?.is_empty() {
+        bail!("tab B received messages while disconnected");
+    }
+    find(client, "reconnect").await?.click().await?;
+    wait_for_status(client, "connected").await.context("tab B")?;
+    let expected: Vec<(&str, &str)> =
+        sent.iter().map(|text| (name_a.as_str(), text.as_str())).collect();
+    expect_list(client, "received-list", &expected).await.context("tab B catches up")
+}
+
+async fn reload_with_pending_messages(session: &Session) -> anyhow::Result<()> {
+    let client = &session.client;
+    let Tabs { name_a, b, .. } = open_two_tabs(session).await?;
+    // Disconnected (the relay must stay up: it serves the page that is reloaded).
+    find(client, "disconnect").await?.click().await?;
+    wait_for_status(client, "disconnected").await.context("tab A")?;
+    let sent = ["first before the reload", "second before the reload", "third before the reload"];
+    for text in sent {
+        type_and_send(client, text).await?;
+    }
+    wait_for_states(client, &["pending"; 3]).await.context("tab A")?;
+    client.refresh().await?;
+    // The reloaded tab connects by itself and sends what it had kept.
+    wait_for_states(client, &["delivered"; 3]).await.context("tab A after the reload")?;
+    let shown = list(client, "sent-list").await?;
+    let expected: Vec<(String, String)> =
+        sent.iter().map(|text| (name_a.clone(), (*text).to_owned())).collect();
+    if shown != expected {
+        bail!("after the reload tab A's sent list shows {shown:?}, expected {expected:?}");
+    }
+    client.switch_to_window(b).await?;
+    let expected: Vec<(&str, &str)> = sent.iter().map(|text| (name_a.as_str(), *text)).collect();
+    expect_list(client, "received-list", &expected).await.context("tab B receives each once")
+}
+
+/// Waits until the sent list's entries have exactly these delivery states, in order.
+async fn wait_for_states(client: &Client, states: &[&str]) -> anyhow::Result<()> {
+    let script = "return Array.from(document.querySelectorAll('[data-testid=sent-list] > li'))
+        .map(li => li.dataset.state);";
+    let read = || async {
+        let states: Vec<String> = serde_json::from_value(client.execute(script, vec![]).await?)?;
+        Ok(states)
+    };
+    poll(&format!("the sent list to be {states:?}"), read, |seen| seen == states).await.map(|_| ())
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::e2e::{self, Browser};
+use crate::e2e::{self, Browser, Scenario};
 use crate::process::{self, cargo, run, Background};
 use crate::setup::{self, Toolset};
 
@@ -56,11 +56,13 @@ pub fn run_all() -> anyhow::Result<()> {
     let dist = process::workspace_root().join("target/e2e-dist");
     let built = report.stage("release build (trunk build --release)", || build_release(&dist));
     for browser in Browser::ALL {
-        let name = format!("end-to-end, two tabs, {}", browser.name());
-        if built {
-            report.stage(&name, || e2e::two_tabs_chat(browser, &dist));
-        } else {
-            report.record(&name, Err(anyhow::anyhow!("no release build to test")), Duration::ZERO);
+        for scenario in Scenario::ALL {
+            let name = format!("end-to-end, {}: {}", browser.name(), scenario.name());
+            if built {
+                report.stage(&name, || scenario.run(browser, &dist));
+            } else {
+                report.record(&name, Err(anyhow::anyhow!("no release build")), Duration::ZERO);
+            }
         }
     }
     report.finish(started.elapsed())
