@@ -99,17 +99,28 @@ impl Browser {
 }
 
 /// The relay serving the release build, a WebDriver server, and a session, for one scenario.
-struct Session {
-    client: Client,
+pub(crate) struct Session {
+    pub(crate) client: Client,
     app_url: String,
     port: u16,
     dist: PathBuf,
+    /// Extra flags for the relay (e.g. `--data-dir`).
+    relay_args: Vec<String>,
     relay: Option<Background>,
     _driver: Background,
 }
 
 impl Session {
-    async fn start(browser: Browser, dist: &Path) -> anyhow::Result<Self> {
+    pub(crate) async fn start(browser: Browser, dist: &Path) -> anyhow::Result<Self> {
+        Self::start_with(browser, dist, Vec::new()).await
+    }
+
+    /// Like [`Session::start`], with extra flags for the relay.
+    pub(crate) async fn start_with(
+        browser: Browser,
+        dist: &Path,
+        relay_args: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let port = process::free_port()?;
         let (driver, webdriver) = browser.start_driver()?;
         let client = ClientBuilder::new(HttpConnector::new())
@@ -122,6 +133,7 @@ impl Session {
             app_url: format!("http://127.0.0.1:{port}/"),
             port,
             dist: dist.to_owned(),
+            relay_args,
             relay: None,
             _driver: driver,
         };
@@ -130,12 +142,13 @@ impl Session {
     }
 
     /// Starts the relay (again) on the session's port.
-    fn start_relay(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn start_relay(&mut self) -> anyhow::Result<()> {
         let mut relay = Background::spawn(
             "relay",
             Command::new(process::relay_binary())
                 .args(["--listen", &format!("127.0.0.1:{}", self.port), "--static"])
                 .arg(&self.dist)
+                .args(&self.relay_args)
                 .env("RUST_LOG", "wschat_relay=warn"),
         )?;
         process::wait_for_port(self.port, &mut relay)?;
@@ -144,12 +157,12 @@ impl Session {
     }
 
     /// Kills the relay, as a crash or a deployment would; its in-memory history goes with it.
-    fn stop_relay(&mut self) {
+    pub(crate) fn stop_relay(&mut self) {
         self.relay = None;
     }
 
     /// Ends the WebDriver session (else the browser outlives the driver), then everything else.
-    async fn close(self) -> anyhow::Result<()> {
+    pub(crate) async fn close(self) -> anyhow::Result<()> {
         self.client.close().await.context("cannot end the WebDriver session")
     }
 }
@@ -240,15 +253,15 @@ pub fn screenshot(dist: &Path, output: &Path) -> anyhow::Result<()> {
 }
 
 /// Two connected tabs of the app, with the names they chose.
-struct Tabs {
-    a: WindowHandle,
-    name_a: String,
-    b: WindowHandle,
-    name_b: String,
+pub(crate) struct Tabs {
+    pub(crate) a: WindowHandle,
+    pub(crate) name_a: String,
+    pub(crate) b: WindowHandle,
+    pub(crate) name_b: String,
 }
 
 /// Opens the app in tab A and tab B and waits until both are connected; leaves tab A selected.
-async fn open_two_tabs(session: &Session) -> anyhow::Result<Tabs> {
+pub(crate) async fn open_two_tabs(session: &Session) -> anyhow::Result<Tabs> {
     let client = &session.client;
     client.goto(&session.app_url).await?;
     let a = client.window().await?;
@@ -380,7 +393,7 @@ async fn wait_for_states(client: &Client, states: &[&str]) -> anyhow::Result<()>
     poll(&format!("the sent list to be {states:?}"), read, |seen| seen == states).await.map(|_| ())
 }
 
-fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -397,7 +410,7 @@ async fn find(client: &Client, testid: &str) -> anyhow::Result<Element> {
 
 /// Polls `read` until it returns what `done` accepts. A failed read (the page is still loading)
 /// is retried too. Fails with the last value or error after 20 s, which only a broken app needs.
-async fn poll<T: std::fmt::Debug>(
+pub(crate) async fn poll<T: std::fmt::Debug>(
     what: &str,
     mut read: impl AsyncFnMut() -> anyhow::Result<T>,
     done: impl Fn(&T) -> bool,
@@ -421,13 +434,13 @@ async fn display_name(client: &Client) -> anyhow::Result<String> {
     name.filter(|name| !name.is_empty()).context("the tab shows no display name")
 }
 
-async fn wait_for_status(client: &Client, status: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_status(client: &Client, status: &str) -> anyhow::Result<()> {
     let read = || async { Ok(find(client, "connection-status").await?.text().await?) };
     poll(&format!("the status to say {status}"), read, |text| text == status).await.map(|_| ())
 }
 
 /// The `(source, content)` of each `<li>` in a list.
-async fn list(client: &Client, testid: &str) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) async fn list(client: &Client, testid: &str) -> anyhow::Result<Vec<(String, String)>> {
     let script = "return Array.from(document.querySelectorAll(`[data-testid=${arguments[0]}] > li`))
         .map(li => [li.querySelector('.source').textContent, li.querySelector('.content').textContent]);";
     let rows = client.execute(script, vec![json!(testid)]).await?;

@@ -5,6 +5,7 @@
 //! - `dev`: the relay on the tutorial's port 5000 plus `trunk serve` on 8080; Ctrl-C stops both.
 //! - `dist`: the release build of the app, for `wschat-relay --static dist`.
 //! - `test`: every check and test: formatting, lints, native tests, browser tests, end-to-end.
+//! - `soak`: a benchmark: 1,000 messages across 5 relay restarts, counting losses and duplicates.
 //! - `screenshot`: the end-to-end chat in Chromium, saved as a picture for the README.
 //!
 //! Modules: `setup` (installs), `process` (child processes and ports), `e2e` (WebDriver
@@ -13,6 +14,7 @@
 mod e2e;
 mod process;
 mod setup;
+mod soak;
 mod suite;
 
 use std::path::PathBuf;
@@ -44,6 +46,9 @@ enum Command {
     Dist,
     /// Run every check and test; exits non-zero if any fails.
     Test,
+    /// Benchmark: 1,000 messages between two tabs while the relay restarts 5 times; prints lost,
+    /// duplicated and out-of-order counts and reconnect times.
+    Soak,
     /// Chat between two tabs in headless Chromium and save tab B as a PNG.
     Screenshot {
         /// Where to write the picture.
@@ -67,6 +72,13 @@ fn main() -> anyhow::Result<()> {
             suite::build_release(&root.join("dist"))
         }
         Command::Test => suite::run_all(),
+        Command::Soak => {
+            setup::ensure(Toolset::Test)?;
+            let dist = root.join("target/e2e-dist");
+            suite::build_release(&dist)?;
+            run(cargo().args(["build", "--package", "wschat-relay"]))?;
+            soak::run(&dist)
+        }
         Command::Screenshot { output } => {
             setup::ensure(Toolset::Test)?;
             let dist = root.join("target/e2e-dist");
