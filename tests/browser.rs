@@ -3,6 +3,8 @@
 
 #![cfg(target_arch = "wasm32")]
 
+use std::time::Duration;
+
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
@@ -11,6 +13,7 @@ use wschat::chat_socket::{
     ChatSocket, ChatSocketOptions, ConnectionState, Request, RequestError, SendError,
 };
 use wschat::outbox::DeliveryState;
+use wschat::reconnect::ReconnectPolicy;
 use wschat::App;
 use wschat_protocol::v1::ServerFrame;
 
@@ -42,6 +45,33 @@ fn silent_relay() -> String {
             "WSCHAT_TEST_SILENT_RELAY is unset: run the browser tests with `cargo xtask test`"
         ),
     }
+}
+
+/// A relay this test may stop and start, through `control`.
+fn restartable_relay() -> String {
+    match option_env!("WSCHAT_TEST_RESTARTABLE_RELAY") {
+        Some(url) => url.to_owned(),
+        None => panic!(
+            "WSCHAT_TEST_RESTARTABLE_RELAY is unset: run the browser tests with `cargo xtask test`"
+        ),
+    }
+}
+
+/// Stops (`"stop"`) or starts (`"start"`) the restartable relay, through the control endpoint
+/// that `cargo xtask test` runs beside it; returns once done.
+async fn control(action: &str) {
+    let base = match option_env!("WSCHAT_TEST_RELAY_CONTROL") {
+        Some(url) => url,
+        None => panic!(
+            "WSCHAT_TEST_RELAY_CONTROL is unset: run the browser tests with `cargo xtask test`"
+        ),
+    };
+    let answer =
+        wasm_bindgen_futures::JsFuture::from(window().fetch_with_str(&format!("{base}/{action}")))
+            .await
+            .expect("the relay control endpoint answers");
+    let response: web_sys::Response = answer.unchecked_into();
+    assert!(response.ok(), "the relay control endpoint could not {action} the relay");
 }
 
 /// Options for a tab named `source` plus a random suffix: the tests run concurrently against
@@ -341,6 +371,50 @@ async fn requests_get_their_replies() {
         Ok(ServerFrame::History { complete, .. }) => assert!(complete),
         other => panic!("expected a history answer, got {other:?}"),
     }
+}
+
+/// The relay goes away and comes back: the state goes reconnecting → open, what was typed
+/// meanwhile waits as pending and is then delivered, and the other tab receives it once, told
+/// that the restarted relay lost its history.
+#[wasm_bindgen_test]
+async fn the_service_survives_a_relay_restart() {
+    let quick = |source| ChatSocketOptions {
+        reconnect: ReconnectPolicy {
+            initial_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(500),
+            ..ReconnectPolicy::default()
+        },
+        ..options(restartable_relay(), source)
+    };
+    let (_a_owner, a) = open_socket(quick("restart-a"));
+    let (_b_owner, b) = open_socket(quick("restart-b"));
+    for socket in [a, b] {
+        until("open", || socket.state.get_untracked() == ConnectionState::Open).await;
+    }
+    control("stop").await;
+    for socket in [a, b] {
+        until("reconnecting", || {
+            matches!(socket.state.get_untracked(), ConnectionState::Reconnecting { .. })
+        })
+        .await;
+    }
+    a.send("typed while the relay was down").unwrap();
+    assert_eq!(outbox_states(&a), ["pending"]);
+
+    control("start").await;
+    for socket in [a, b] {
+        until("open again", || socket.state.get_untracked() == ConnectionState::Open).await;
+    }
+    until("delivered", || outbox_states(&a) == ["delivered"]).await;
+    let a_name = name_of(&a);
+    until("the other tab to receive it", || !received_from(&b, &a_name).is_empty()).await;
+    sleep(200).await;
+    assert_eq!(received_from(&b, &a_name), ["typed while the relay was down"], "exactly once");
+    let notice = b.received.with_untracked(|received| received.notice().map(str::to_owned));
+    assert!(
+        notice.as_ref().is_some_and(|notice| notice.contains("lost its history")),
+        "{notice:?}"
+    );
 }
 
 fn outbox_states(socket: &ChatSocket) -> Vec<&'static str> {

@@ -143,16 +143,9 @@ impl Session {
 
     /// Starts the relay (again) on the session's port.
     pub(crate) fn start_relay(&mut self) -> anyhow::Result<()> {
-        let mut relay = Background::spawn(
-            "relay",
-            Command::new(process::relay_binary())
-                .args(["--listen", &format!("127.0.0.1:{}", self.port), "--static"])
-                .arg(&self.dist)
-                .args(&self.relay_args)
-                .env("RUST_LOG", "wschat_relay=warn"),
-        )?;
-        process::wait_for_port(self.port, &mut relay)?;
-        self.relay = Some(relay);
+        let mut args: Vec<&std::ffi::OsStr> = vec!["--static".as_ref(), self.dist.as_os_str()];
+        args.extend(self.relay_args.iter().map(std::ffi::OsStr::new));
+        self.relay = Some(process::start_relay(self.port, &args)?);
         Ok(())
     }
 

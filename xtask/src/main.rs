@@ -9,10 +9,12 @@
 //! - `screenshot`: the end-to-end chat in Chromium, saved as a picture for the README.
 //!
 //! Modules: `setup` (installs), `process` (child processes and ports), `e2e` (WebDriver
-//! scenarios), `suite` (the stages of `test`).
+//! scenarios), `suite` (the stages of `test`), `relay_control` (a relay the browser tests restart),
+//! `soak` (the benchmark).
 
 mod e2e;
 mod process;
+mod relay_control;
 mod setup;
 mod soak;
 mod suite;

@@ -145,3 +145,20 @@ pub fn wait_for_port(port: u16, server: &mut Background) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Starts the debug relay on 127.0.0.1:`port` with `args`, logging only warnings, and waits until
+/// it listens.
+///
+/// # Errors
+/// When it cannot start or exits before listening.
+pub fn start_relay(port: u16, args: &[&std::ffi::OsStr]) -> anyhow::Result<Background> {
+    let mut relay = Background::spawn(
+        "relay",
+        Command::new(relay_binary())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .env("RUST_LOG", "wschat_relay=warn"),
+    )?;
+    wait_for_port(port, &mut relay)?;
+    Ok(relay)
+}

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 
 use crate::e2e::{self, Browser, Scenario};
 use crate::process::{self, cargo, run, Background};
+use crate::relay_control::ControlledRelay;
 use crate::setup::{self, Toolset};
 
 /// Runs every stage, prints a summary, and fails if any stage failed.
@@ -107,19 +108,15 @@ struct BrowserTestRelay {
     silent_url: String,
     _relay: Background,
     _silent: std::net::TcpListener,
+    /// A second relay, which the tests stop and start (the first one serves concurrent tests).
+    restartable: ControlledRelay,
 }
 
 impl BrowserTestRelay {
     fn start() -> anyhow::Result<Self> {
         run(cargo().args(["build", "--package", "wschat-relay"]))?;
         let port = process::free_port()?;
-        let mut relay = Background::spawn(
-            "relay",
-            Command::new(process::relay_binary())
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .env("RUST_LOG", "wschat_relay=warn"),
-        )?;
-        process::wait_for_port(port, &mut relay)?;
+        let relay = process::start_relay(port, &[])?;
         // Never accepted: the kernel completes the TCP handshake, and the request goes unanswered.
         let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
         Ok(Self {
@@ -128,6 +125,7 @@ impl BrowserTestRelay {
             silent_url: format!("ws://{}/ws", silent.local_addr()?),
             _relay: relay,
             _silent: silent,
+            restartable: ControlledRelay::start()?,
         })
     }
 
@@ -140,7 +138,9 @@ impl BrowserTestRelay {
             .args(["--test", "browser"])
             .env("WSCHAT_TEST_RELAY", &self.url)
             .env("WSCHAT_TEST_DEAD_RELAY", &self.dead_url)
-            .env("WSCHAT_TEST_SILENT_RELAY", &self.silent_url);
+            .env("WSCHAT_TEST_SILENT_RELAY", &self.silent_url)
+            .env("WSCHAT_TEST_RESTARTABLE_RELAY", &self.restartable.url)
+            .env("WSCHAT_TEST_RELAY_CONTROL", &self.restartable.control_url);
         match browser {
             Browser::Chromium => {
                 command.env_remove("GECKODRIVER").env("CHROMEDRIVER", e2e::CHROMEDRIVER);
