@@ -6,15 +6,11 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage};
+use wschat_protocol::v1::ServerFrame;
 use wschat_relay::{Config, RunError, StoreError, HISTORY_FILE};
 
 fn config(dir: &Path) -> Config {
     Config { data_dir: Some(dir.to_owned()), ..Config::default() }
-}
-
-fn message(id: &str, content: &str) -> ClientFrame {
-    ClientFrame::Message { id: id.into(), source: "ada".into(), content: content.into() }
 }
 
 /// Reads the welcome frame; returns (epoch, latest_seq, oldest_seq).
@@ -34,21 +30,6 @@ async fn post(client: &mut Client, id: &str, content: &str) -> (u64, bool) {
             (seq, duplicate)
         }
         other => panic!("expected an ack, got {other:?}"),
-    }
-}
-
-async fn history(
-    client: &mut Client,
-    request_id: u64,
-    after_seq: u64,
-) -> (Vec<StoredMessage>, bool) {
-    send_v1(client, &ClientFrame::History { request_id, after_seq }).await;
-    match next_v1(client).await {
-        ServerFrame::History { request_id: answered, messages, complete, .. } => {
-            assert_eq!(answered, request_id);
-            (messages, complete)
-        }
-        other => panic!("expected a history answer, got {other:?}"),
     }
 }
 

@@ -12,10 +12,6 @@ use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage};
 use wschat_protocol::ErrorCode;
 use wschat_relay::{Config, Heartbeat};
 
-fn message(id: &str, content: &str) -> ClientFrame {
-    ClientFrame::Message { id: id.into(), source: "ada".into(), content: content.into() }
-}
-
 /// Reads the welcome frame every v1 connection starts with; returns (epoch, latest_seq).
 async fn welcome(client: &mut Client) -> (String, u64) {
     match next_v1(client).await {
@@ -28,21 +24,6 @@ async fn next_message(client: &mut Client) -> StoredMessage {
     match next_v1(client).await {
         ServerFrame::Message(message) => message,
         other => panic!("expected a message, got {other:?}"),
-    }
-}
-
-async fn history(
-    client: &mut Client,
-    request_id: u64,
-    after_seq: u64,
-) -> (Vec<StoredMessage>, bool) {
-    send_v1(client, &ClientFrame::History { request_id, after_seq }).await;
-    match next_v1(client).await {
-        ServerFrame::History { request_id: answered, messages, complete, .. } => {
-            assert_eq!(answered, request_id);
-            (messages, complete)
-        }
-        other => panic!("expected a history answer, got {other:?}"),
     }
 }
 

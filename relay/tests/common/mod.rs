@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
+use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage, SUBPROTOCOL};
 use wschat_protocol::{ChatMessage, RelayFrame};
 use wschat_relay::{Config, RunError};
 
@@ -121,6 +121,27 @@ pub async fn next_v1(client: &mut Client) -> ServerFrame {
             other => panic!("expected a text frame, got {other:?}"),
         }
     }
+}
+
+/// Asks for the stored messages after `after_seq`; returns them and the answer's `complete`.
+pub async fn history(
+    client: &mut Client,
+    request_id: u64,
+    after_seq: u64,
+) -> (Vec<StoredMessage>, bool) {
+    send_v1(client, &ClientFrame::History { request_id, after_seq }).await;
+    match next_v1(client).await {
+        ServerFrame::History { request_id: answered, messages, complete, .. } => {
+            assert_eq!(answered, request_id);
+            (messages, complete)
+        }
+        other => panic!("expected a history answer, got {other:?}"),
+    }
+}
+
+/// A v1 message from "ada".
+pub fn message(id: &str, content: &str) -> ClientFrame {
+    ClientFrame::Message { id: id.into(), source: "ada".into(), content: content.into() }
 }
 
 pub async fn http_get(address: SocketAddr, path: &str) -> String {
