@@ -373,10 +373,17 @@ async fn requests_get_their_replies() {
     }
 }
 
+/// The restartable relay's scenarios, one after the other: they stop, start and pause the same
+/// relay, so they must not overlap.
+#[wasm_bindgen_test]
+async fn the_service_survives_a_frozen_and_a_restarted_relay() {
+    an_unanswering_relay_is_detected_and_replaced().await;
+    the_service_survives_a_relay_restart().await;
+}
+
 /// The relay goes away and comes back: the state goes reconnecting → open, what was typed
 /// meanwhile waits as pending and is then delivered, and the other tab receives it once, told
 /// that the restarted relay lost its history.
-#[wasm_bindgen_test]
 async fn the_service_survives_a_relay_restart() {
     let quick = |source| ChatSocketOptions {
         reconnect: ReconnectPolicy {
@@ -415,6 +422,43 @@ async fn the_service_survives_a_relay_restart() {
         notice.as_ref().is_some_and(|notice| notice.contains("lost its history")),
         "{notice:?}"
     );
+}
+
+/// A relay that stops answering while the connection stays open (a half-open connection, as after
+/// a laptop sleeps): a request times out, the heartbeat declares the socket dead and replaces it,
+/// and once the relay answers again the service is open again.
+async fn an_unanswering_relay_is_detected_and_replaced() {
+    let patient = ChatSocketOptions {
+        heartbeat_interval: Duration::from_secs(60),
+        reply_timeout: Duration::from_millis(300),
+        ..options(restartable_relay(), "patient")
+    };
+    let watchful = ChatSocketOptions {
+        heartbeat_interval: Duration::from_millis(200),
+        reply_timeout: Duration::from_millis(300),
+        reconnect: ReconnectPolicy {
+            initial_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(500),
+            ..ReconnectPolicy::default()
+        },
+        ..options(restartable_relay(), "watchful")
+    };
+    let (_p_owner, patient) = open_socket(patient);
+    let (_w_owner, watchful) = open_socket(watchful);
+    for socket in [patient, watchful] {
+        until("open", || socket.state.get_untracked() == ConnectionState::Open).await;
+    }
+    control("pause").await;
+    let answer = patient.request(Request::Ping).await;
+    until("the heartbeat to notice", || {
+        matches!(watchful.state.get_untracked(), ConnectionState::Reconnecting { .. })
+    })
+    .await;
+    control("resume").await;
+    assert_eq!(answer, Err(RequestError::Timeout));
+    until("open again", || watchful.state.get_untracked() == ConnectionState::Open).await;
+    let error = watchful.last_error.get_untracked();
+    assert!(error.is_none(), "a good connection clears the error: {error:?}");
 }
 
 fn outbox_states(socket: &ChatSocket) -> Vec<&'static str> {

@@ -87,6 +87,14 @@ impl Background {
         }
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process with `kill`.
+    ///
+    /// # Errors
+    /// When `kill` cannot run or fails.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        run(Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()))
+    }
+
     /// How the process exited, if it has.
     fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -1,5 +1,7 @@
 //! A relay the browser tests may stop and start: a tiny HTTP endpoint on 127.0.0.1 (`GET /stop`,
 //! `GET /start`) that the wasm tests call with `fetch`, since a test page cannot run processes.
+//! `GET /pause` and `GET /resume` freeze and thaw the relay (SIGSTOP, SIGCONT): its connections
+//! stay open but nothing answers, as with a peer behind a sleeping laptop or a dead NAT entry.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -47,7 +49,15 @@ impl ControlledRelay {
                         }
                         Err(error) => ("500 Internal Server Error", format!("{error:#}")),
                     },
-                    _ => ("404 Not Found", "use /stop or /start".to_owned()),
+                    "/pause" | "/resume" => {
+                        let signal = if path == "/pause" { "STOP" } else { "CONT" };
+                        match lock(&controlled).as_ref().map(|relay| relay.signal(signal)) {
+                            Some(Ok(())) => ("200 OK", format!("{signal} sent")),
+                            Some(Err(error)) => ("500 Internal Server Error", format!("{error:#}")),
+                            None => ("409 Conflict", "the relay is stopped".to_owned()),
+                        }
+                    }
+                    _ => ("404 Not Found", "use /stop, /start, /pause or /resume".to_owned()),
                 };
                 let response = format!(
                     "HTTP/1.1 {status}\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: text/plain\r\n\
@@ -64,7 +74,11 @@ impl ControlledRelay {
 
 impl Drop for ControlledRelay {
     fn drop(&mut self) {
-        lock(&self.relay).take();
+        if let Some(relay) = lock(&self.relay).take() {
+            // A paused relay would ignore nothing (SIGKILL works on stopped processes), but
+            // resuming first lets it die like any other.
+            let _ = relay.signal("CONT");
+        }
     }
 }
 
