@@ -23,54 +23,11 @@ use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
 
+pub use crate::connection::ConnectionState;
+use crate::connection::{ConnectionMachine, Next};
 use crate::conversation::Conversation;
 use crate::outbox::{Outbox, OutboxFull, OutgoingMessage};
-use crate::reconnect::{Backoff, ReconnectPolicy};
-
-/// Where the connection stands, as the status badge shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ConnectionState {
-    /// The first connection is being opened.
-    Connecting,
-    /// The socket is open and the relay has welcomed us.
-    Open,
-    /// The connection was lost; the next attempt starts at `retry_at_ms` (`Date.now()` time), or
-    /// is under way once that has passed.
-    Reconnecting {
-        /// How many attempts failed in a row (1 after the first loss).
-        attempt: u32,
-        /// When the next attempt starts, in milliseconds since the Unix epoch.
-        retry_at_ms: f64,
-    },
-    /// The user closed the connection; "Reconnect now" opens it again.
-    Closed,
-    /// The service gave up (the policy's attempts ran out); "Reconnect now" tries again.
-    Failed {
-        /// Why, for people.
-        reason: String,
-    },
-}
-
-impl ConnectionState {
-    /// The word the badge shows: `connecting`, `connected`, `reconnecting`, `disconnected` or
-    /// `failed`.
-    #[must_use]
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Connecting => "connecting",
-            Self::Open => "connected",
-            Self::Reconnecting { .. } => "reconnecting",
-            Self::Closed => "disconnected",
-            Self::Failed { .. } => "failed",
-        }
-    }
-
-    /// Whether messages go out right away (otherwise they wait in the outbox).
-    #[must_use]
-    pub fn is_open(&self) -> bool {
-        *self == Self::Open
-    }
-}
+use crate::reconnect::ReconnectPolicy;
 
 /// Why [`ChatSocket::send`] did not take a message; the user's text is left where it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -457,54 +414,41 @@ struct SocketTask {
 
 impl SocketTask {
     async fn run(mut self) {
-        let mut backoff = Backoff::new(self.options.reconnect.clone());
+        let mut machine = ConnectionMachine::new(self.options.reconnect.clone());
         loop {
-            let ended = self.connect(&mut backoff).await;
+            let ended = self.connect(&mut machine).await;
             // Requests in flight will get no reply on this connection.
             self.pending.clear();
             self.service.set_outbox.update(|outbox| {
                 outbox.on_disconnect();
             });
-            let now = js_sys::Date::now();
-            let wait = match ended {
+            let next = match ended {
                 Ended::Dropped => return,
-                Ended::Closed => {
-                    self.set_state.set(ConnectionState::Closed);
-                    backoff.reset();
-                    None
-                }
+                Ended::Closed => machine.closed_by_user(),
                 Ended::Lost(reason) => {
                     self.set_last_error.set(Some(reason.clone()));
-                    match backoff.on_close(now as u64, js_sys::Math::random()) {
-                        Some(delay) => {
-                            let retry_at_ms = now + delay.as_secs_f64() * 1000.0;
-                            let attempt = backoff.attempt();
-                            self.set_state
-                                .set(ConnectionState::Reconnecting { attempt, retry_at_ms });
-                            Some(delay)
-                        }
-                        None => {
-                            self.set_state.set(ConnectionState::Failed { reason });
-                            None
-                        }
-                    }
+                    machine.lost(reason, js_sys::Date::now(), js_sys::Math::random())
                 }
             };
-            if !self.wait_to_reconnect(wait).await {
+            self.publish(&machine);
+            if !self.wait_to_reconnect(&mut machine, next).await {
                 return;
             }
-            let stopped = self.service.state.get_untracked();
-            if matches!(stopped, ConnectionState::Closed | ConnectionState::Failed { .. }) {
-                backoff.reset();
-                self.set_state.set(ConnectionState::Connecting);
-            }
+            self.publish(&machine);
         }
     }
 
-    /// Waits out the back-off delay (or, with `None`, for the user) unless told to reconnect now.
-    /// Returns false when the service is gone.
-    async fn wait_to_reconnect(&mut self, delay: Option<Duration>) -> bool {
-        let mut retry_at = delay.map(|delay| js_sys::Date::now() + millis(delay));
+    fn publish(&self, machine: &ConnectionMachine) {
+        self.set_state.set(machine.state().clone());
+    }
+
+    /// Waits until the next attempt is due (or, with [`Next::WaitForUser`], for the user), unless
+    /// told to reconnect now. Returns false when the service is gone.
+    async fn wait_to_reconnect(&mut self, machine: &mut ConnectionMachine, next: Next) -> bool {
+        let mut retry_at = match next {
+            Next::RetryAt(at) => Some(at),
+            Next::WaitForUser => None,
+        };
         loop {
             let timer = match retry_at {
                 Some(at) => {
@@ -517,9 +461,16 @@ impl SocketTask {
                 () = timer.fuse() => return true,
                 command = self.commands.next() => match command {
                     None => return false,
-                    Some(Command::ReconnectNow) => return true,
-                    Some(Command::Hurry) if retry_at.is_some() => return true,
-                    Some(Command::Hurry) => {}
+                    Some(Command::ReconnectNow) => {
+                        if machine.reconnect_now() {
+                            return true;
+                        }
+                    }
+                    Some(Command::Hurry) => {
+                        if machine.hurry() {
+                            return true;
+                        }
+                    }
                     Some(Command::Request(_, reply)) => {
                         // Nobody is listening for the reply if the receiver is gone already.
                         let _ = reply.send(Err(RequestError::Disconnected));
@@ -527,9 +478,9 @@ impl SocketTask {
                     // The outbox keeps the messages until the connection is back.
                     Some(Command::Flush) => {}
                     Some(Command::Close) => {
-                        // From now on only the user reopens.
-                        self.set_state.set(ConnectionState::Closed);
                         retry_at = None;
+                        machine.closed_by_user();
+                        self.publish(machine);
                     }
                 },
             }
@@ -537,7 +488,7 @@ impl SocketTask {
     }
 
     /// One connection, from opening to its end.
-    async fn connect(&mut self, backoff: &mut Backoff) -> Ended {
+    async fn connect(&mut self, machine: &mut ConnectionMachine) -> Ended {
         let url = self.options.url.clone();
         let mut socket = match WebSocket::open_with_protocol(&url, SUBPROTOCOL) {
             Ok(socket) => socket,
@@ -583,11 +534,11 @@ impl SocketTask {
                     match ServerFrame::from_json(&text) {
                         Ok(ServerFrame::Welcome { epoch, .. }) => {
                             welcomed = true;
-                            backoff.on_open(js_sys::Date::now() as u64);
+                            machine.welcomed(js_sys::Date::now());
+                            self.publish(machine);
                             let mut after_seq = 0;
                             self.set_received
                                 .update(|received| after_seq = received.welcome(&epoch));
-                            self.set_state.set(ConnectionState::Open);
                             self.set_last_error.set(None);
                             // Catch up first, then send what waited: the relay answers in order.
                             let request_id = self.request_id();

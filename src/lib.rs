@@ -2,6 +2,7 @@
 //!
 //! - [`chat_socket`]: the reactive WebSocket service (connection state, message logs, `send`),
 //!   created once at the root and provided through context.
+//! - [`connection`]: the connection's states and when to retry, as a plain state machine.
 //! - [`conversation`]: the received messages, once each, in the relay's order.
 //! - [`outbox`]: the messages not yet acknowledged by the relay, re-sent after a drop or a reload.
 //! - [`reconnect`]: when to reconnect after the socket closes (capped back-off with full jitter).
@@ -10,6 +11,7 @@
 
 pub mod chat_socket;
 pub mod components;
+pub mod connection;
 pub mod conversation;
 pub mod outbox;
 pub mod reconnect;
