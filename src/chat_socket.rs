@@ -21,6 +21,7 @@ use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::{Message, State, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
+use wschat_protocol::limits::MessageLimits;
 use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
 
 pub use crate::connection::ConnectionState;
@@ -30,11 +31,14 @@ use crate::outbox::{Outbox, OutboxFull, OutgoingMessage};
 use crate::reconnect::ReconnectPolicy;
 
 /// Why [`ChatSocket::send`] did not take a message; the user's text is left where it was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// The message is empty or only whitespace.
     #[error("there is nothing to send")]
     Blank,
+    /// The message breaks the relay's rules (too long, control characters); the reason says which.
+    #[error("{0}")]
+    NotAcceptable(String),
     /// Too many messages are waiting to be delivered.
     #[error("{0}: your message is still in the box; it can be sent once the others are delivered")]
     OutboxFull(#[from] OutboxFull),
@@ -245,18 +249,21 @@ impl ChatSocket {
     /// once when open, otherwise as soon as the connection is back. Kept across reloads.
     ///
     /// # Errors
-    /// [`SendError::Blank`] for an empty or whitespace-only message, [`SendError::OutboxFull`]
-    /// when too many messages are waiting. Nothing is queued then, so the caller keeps the text.
+    /// [`SendError::Blank`] for an empty or whitespace-only message,
+    /// [`SendError::NotAcceptable`] for one the relay would refuse (too long, control
+    /// characters), [`SendError::OutboxFull`] when too many messages are waiting. Nothing is queued then, so the caller keeps the text.
     pub fn send(&self, content: &str) -> Result<(), SendError> {
         if content.trim().is_empty() {
             return Err(SendError::Blank);
         }
-        let message = OutgoingMessage::new(
-            new_message_id(),
-            self.source.get_untracked(),
-            content,
-            js_sys::Date::now() as u64,
-        );
+        let source = self.source.get_untracked();
+        // The relay's default limits, checked here so the user can fix the text before it goes
+        // anywhere (the relay checks again, with its own configuration).
+        MessageLimits::default()
+            .check(&source, content)
+            .map_err(|error| SendError::NotAcceptable(error.message))?;
+        let message =
+            OutgoingMessage::new(new_message_id(), source, content, js_sys::Date::now() as u64);
         let mut queued = Ok(());
         self.set_outbox.update(|outbox| queued = outbox.push(message));
         queued?;

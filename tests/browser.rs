@@ -315,6 +315,23 @@ async fn state_follows_open_and_close_and_the_outbox_waits() {
     until("both delivered", || outbox_states(&socket) == ["delivered", "delivered"]).await;
 }
 
+/// A message the relay would refuse is refused before it is queued, saying why; the page keeps
+/// the text in the box.
+#[wasm_bindgen_test]
+async fn unacceptable_messages_are_refused_up_front() {
+    let (page, _app) = mount_app(options(relay(), "too-long"));
+    until("the page to connect", || status(&page) == "connected").await;
+    let composer: HtmlTextAreaElement = by_testid(&page, "composer");
+    let long = "x".repeat(10_001);
+    type_into(&composer, &long);
+    by_testid::<HtmlButtonElement>(&page, "send").click();
+    sleep(100).await;
+    assert!(list_texts(&page, "sent-list").is_empty());
+    assert_eq!(composer.value(), long, "the text stays in the box");
+    let problem = page.query_selector(".send-problem").unwrap().expect("the reason is shown");
+    assert!(problem.text_content().unwrap().contains("more than 10000 characters"));
+}
+
 /// Until the relay answers the handshake, the socket is "connecting", never "open", and what is
 /// sent waits in the outbox.
 #[wasm_bindgen_test]

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod limits;
 pub mod v1;
 
 /// One chat message, exactly as the tutorial sends it.
@@ -53,6 +54,39 @@ impl ChatMessage {
     }
 }
 
+/// Decodes `text` as `T`, but only when it holds a JSON object.
+///
+/// Serde's tagged and untagged enums also accept an array of the fields in order, so that
+/// `["ping", 1]` would pass for `{"type": "ping", "request_id": 1}`. No frame of either protocol is
+/// an array, and anything else is refused rather than quietly reinterpreted (as in
+/// [`ChatMessage::from_json`]). Unlike a detour through `serde_json::Value`, this keeps serde's
+/// refusal of duplicate fields and its line and column numbers.
+pub(crate) fn from_json_object<'de, T: Deserialize<'de>>(
+    text: &'de str,
+) -> Result<T, serde_json::Error> {
+    struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+        type Value = T;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a JSON object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = serde::Deserializer::deserialize_map(
+        &mut deserializer,
+        ObjectVisitor(std::marker::PhantomData),
+    )?;
+    deserializer.end()?;
+    Ok(value)
+}
+
 fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
@@ -74,6 +108,12 @@ pub enum ErrorCode {
     InvalidMessage,
     /// A binary frame: the protocol is text-only.
     BinaryFrame,
+    /// The `source` is blank or contains control characters.
+    SourceInvalid,
+    /// The `content` is blank or contains control characters other than line breaks and tabs.
+    ContentInvalid,
+    /// The `source` or the `content` is longer than the relay accepts.
+    TooLong,
 }
 
 impl ErrorCode {
@@ -86,6 +126,9 @@ impl ErrorCode {
                 "the frame is not a chat message: expected {\"source\": string, \"content\": string}"
             }
             Self::BinaryFrame => "binary frames are not supported: send JSON text frames",
+            Self::SourceInvalid => "the source (the sender's name) is not acceptable",
+            Self::ContentInvalid => "the message content is not acceptable",
+            Self::TooLong => "the message is too long",
         }
     }
 }
@@ -146,9 +189,10 @@ impl RelayFrame {
     /// Decodes a frame received from the relay.
     ///
     /// # Errors
-    /// The serde_json error when the text is neither a chat frame nor an error frame.
+    /// The serde_json error when the text is neither a chat frame nor an error frame (both are
+    /// JSON objects).
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+        from_json_object(text)
     }
 }
 
@@ -240,5 +284,6 @@ mod tests {
         );
         assert!(RelayFrame::from_json(r#"{"error":{"code":"nope","message":"x"}}"#).is_err());
         assert!(RelayFrame::from_json(r#"{"hello":"world"}"#).is_err());
+        assert!(RelayFrame::from_json(r#"["a","b"]"#).is_err(), "an array is not a chat frame");
     }
 }

@@ -139,10 +139,14 @@ impl ClientFrame {
     /// [`ErrorCode::InvalidJson`] for text that is not JSON, [`ErrorCode::InvalidMessage`] for JSON
     /// that is not one of the frames above (unknown `type`, missing or mistyped fields).
     pub fn from_json(text: &str) -> Result<Self, WireError> {
-        serde_json::from_str(text).map_err(|error| {
-            let code =
-                if error.is_data() { ErrorCode::InvalidMessage } else { ErrorCode::InvalidJson };
-            WireError::new(code, error)
+        crate::from_json_object(text).map_err(|error| {
+            // Serde can refuse a frame for its shape (an unknown `type` first, say) before it has
+            // read the rest of the text, so its error alone does not tell whether the text was
+            // JSON at all: `{"type":"shout",oops}` is not.
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(_) => WireError::new(ErrorCode::InvalidMessage, error),
+                Err(not_json) => WireError::new(ErrorCode::InvalidJson, not_json),
+            }
         })
     }
 }
@@ -158,9 +162,9 @@ impl ServerFrame {
     /// Decodes a frame from the relay.
     ///
     /// # Errors
-    /// The serde_json error for anything that is not one of the frames above.
+    /// The serde_json error for anything that is not one of the frames above (all JSON objects).
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+        crate::from_json_object(text)
     }
 }
 
@@ -252,6 +256,7 @@ mod tests {
         let text = error.to_json();
         assert!(!text.contains("\"id\""), "{text}");
         assert_eq!(ServerFrame::from_json(&text).unwrap(), error);
+        assert!(ServerFrame::from_json(r#"["pong",9]"#).is_err(), "an array is not a frame");
     }
 
     /// Malformed client frames are refused with the right code.
@@ -260,12 +265,15 @@ mod tests {
         let cases = [
             ("{", ErrorCode::InvalidJson),
             ("not json", ErrorCode::InvalidJson),
+            (r#"{"type":"shout",oops}"#, ErrorCode::InvalidJson),
             (r#"{"type":"shout","content":"hi"}"#, ErrorCode::InvalidMessage),
             (r#"{"source":"a","content":"b"}"#, ErrorCode::InvalidMessage),
             (r#"{"type":"message","source":"a","content":"b"}"#, ErrorCode::InvalidMessage),
             (r#"{"type":"history","request_id":"1","after_seq":0}"#, ErrorCode::InvalidMessage),
             (r#"{"type":"history","request_id":1,"after_seq":-1}"#, ErrorCode::InvalidMessage),
             (r#"["message"]"#, ErrorCode::InvalidMessage),
+            (r#"["ping",1]"#, ErrorCode::InvalidMessage),
+            (r#"["message","m1","ada","hi"]"#, ErrorCode::InvalidMessage),
         ];
         for (text, code) in cases {
             assert_eq!(ClientFrame::from_json(text).unwrap_err().code, code, "{text}");

@@ -16,10 +16,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
+use wschat_protocol::limits::MessageLimits;
 use wschat_protocol::v1::{ClientFrame, ServerFrame};
 use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 
 use crate::history::Posted;
+use crate::rate::{RateLimit, TokenBucket};
 use crate::room::{Evicted, Membership, Mode, Room};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
@@ -35,9 +37,10 @@ pub enum ConnectionError {
     /// Writing to the socket failed.
     #[error("writing to the client failed: {0}")]
     Write(#[source] axum::Error),
-    /// The client's outbound queue overflowed: it stopped reading.
-    #[error("evicted: {}", .0.reason)]
-    Evicted(CloseFrame),
+    /// The relay closed the connection: the client stopped reading (its queue overflowed), sent
+    /// too big a message, or too many bad frames.
+    #[error("closed by the relay ({}): {}", .0.code, .0.reason)]
+    Closed(CloseFrame),
     /// Nothing came back from the client, not even a pong, for too long: the peer is gone
     /// (a half-open connection after sleep, a pulled cable).
     #[error("no answer to pings for {0:?}: the client is gone")]
@@ -97,6 +100,7 @@ pub async fn serve(
     room: Arc<Room>,
     membership: Membership,
     heartbeat: Heartbeat,
+    guard: Guard,
 ) {
     let Membership { seat, outbound, stop, eviction } = membership;
     let id = seat.id();
@@ -105,10 +109,25 @@ pub async fn serve(
         info!(clients = room.len(), "connected");
         let (sink, stream) = socket.split();
         let heard = Arc::new(LastHeard::new());
-        let writer = write(sink, outbound, stop, eviction, heartbeat, Arc::clone(&heard));
+        let writer = write(
+            sink,
+            outbound,
+            stop.clone(),
+            Arc::clone(&eviction),
+            heartbeat,
+            Arc::clone(&heard),
+        );
         let mut writer = tokio::spawn(writer.in_current_span());
-        let reader = read(stream, id, mode, Arc::clone(&room), heard);
-        let mut reader = tokio::spawn(reader.in_current_span());
+        let reader = Reader {
+            id,
+            mode,
+            room: Arc::clone(&room),
+            heard,
+            guard,
+            stop: stop.clone(),
+            close_reason: Arc::clone(&eviction),
+        };
+        let mut reader = tokio::spawn(reader.run(stream).in_current_span());
         let outcome = tokio::select! {
             ended = &mut reader => {
                 writer.abort();
@@ -161,86 +180,193 @@ impl Refusal {
     }
 }
 
-/// Reads the client's frames until it leaves: relays messages, answers requests and bad frames.
-async fn read(
-    mut stream: SplitStream<WebSocket>,
+/// What a connection's reader needs besides the socket.
+struct Reader {
     id: u64,
     mode: Mode,
     room: Arc<Room>,
     heard: Arc<LastHeard>,
-) -> Result<Ended, ConnectionError> {
-    while let Some(frame) = stream.next().await {
-        let frame = frame.map_err(ConnectionError::Read)?;
-        heard.record();
-        let refusal = match frame {
-            Message::Text(text) => match mode {
-                Mode::Tutorial => tutorial_frame(&text, id, &room),
-                Mode::V1 => v1_frame(&text, id, &room),
-            },
-            Message::Binary(_) => Some(WireError::new(ErrorCode::BinaryFrame, "").into()),
-            // tungstenite answers pings by itself; a pong only needed recording.
-            Message::Ping(_) | Message::Pong(_) => None,
-            // Keep reading: tungstenite sends the close reply from within the next read, and the
-            // stream then ends. Stopping here would drop the connection without that reply.
-            Message::Close(_) => None,
-        };
-        if let Some(refusal) = refusal {
+    guard: Guard,
+    /// Closes this connection (the writer sends the close frame); the reason is set first.
+    stop: CancellationToken,
+    close_reason: Arc<OnceLock<CloseFrame>>,
+}
+
+/// The per-connection limits the reader enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Guard {
+    /// What a message's fields may hold.
+    pub limits: MessageLimits,
+    /// How fast messages may come.
+    pub rate: RateLimit,
+    /// Refused frames in a row after which the connection is closed (1008) as abusive.
+    pub max_strikes: u32,
+    /// The frame size limit, for the 1009 explanation.
+    pub max_message_size: usize,
+    /// How long a client may be held back by the rate limit without a break before its
+    /// connection is closed as a flood (1008).
+    pub flood_after: Duration,
+}
+
+impl Reader {
+    /// Reads the client's frames until it leaves: relays messages, answers requests and bad
+    /// frames, and closes the connection on sustained abuse.
+    async fn run(self, mut stream: SplitStream<WebSocket>) -> Result<Ended, ConnectionError> {
+        let mut bucket = TokenBucket::new(self.guard.rate, std::time::Instant::now());
+        let mut throttled_since = None;
+        let mut strikes = 0;
+        while let Some(frame) = stream.next().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(error) => {
+                    if is_too_big(&error) {
+                        let limit = self.guard.max_message_size;
+                        self.close(
+                            close_code::SIZE,
+                            format!("message too big: at most {limit} bytes"),
+                        );
+                    }
+                    return Err(ConnectionError::Read(error));
+                }
+            };
+            self.heard.record();
+            let refusal = match frame {
+                Message::Text(text) => {
+                    if self.throttle(&mut bucket, &mut throttled_since).await.is_err() {
+                        let limit = self.guard.rate.per_second;
+                        let reason =
+                            format!("sending faster than {limit} messages per second for too long");
+                        self.close(close_code::POLICY, reason);
+                        continue;
+                    }
+                    match self.mode {
+                        Mode::Tutorial => self.tutorial_frame(&text),
+                        Mode::V1 => self.v1_frame(&text),
+                    }
+                }
+                Message::Binary(_) => Some(WireError::new(ErrorCode::BinaryFrame, "").into()),
+                // tungstenite answers pings by itself; a pong only needed recording.
+                Message::Ping(_) | Message::Pong(_) => continue,
+                // Keep reading: tungstenite sends the close reply from within the next read, and
+                // the stream then ends. Stopping here would drop the connection without that reply.
+                Message::Close(_) => continue,
+            };
+            let Some(refusal) = refusal else {
+                strikes = 0;
+                continue;
+            };
             warn!(code = ?refusal.error.code, error = %refusal.error.message, "refused a frame");
-            if room.send_to(id, refusal.into_frame(mode)).is_err() {
+            if self.room.send_to(self.id, refusal.into_frame(self.mode)).is_err() {
                 // This client's own queue is full; the writer closes the connection with the reason.
                 debug!("evicted while answering a refused frame");
             }
-        }
-    }
-    Ok(Ended::ClientLeft)
-}
-
-/// A tutorial client's frame: a plain chat message, given an id and a seq like any other.
-fn tutorial_frame(text: &str, from: u64, room: &Room) -> Option<Refusal> {
-    match ChatMessage::from_json(text) {
-        Ok(ChatMessage { source, content }) => {
-            let id = uuid::Uuid::new_v4().to_string();
-            post(room, from, Posted { id, source, content });
-            None
-        }
-        Err(error) => Some(error.into()),
-    }
-}
-
-/// A v1 client's frame: a message, a history request or a ping.
-fn v1_frame(text: &str, from: u64, room: &Room) -> Option<Refusal> {
-    let frame = match ClientFrame::from_json(text) {
-        Ok(frame) => frame,
-        Err(error) => return Some(error.into()),
-    };
-    let answered = match frame {
-        ClientFrame::Message { id, source, content } => {
-            if id.is_empty() || id.len() > MAX_ID_LENGTH {
-                let detail = format!("a message id has 1 to {MAX_ID_LENGTH} bytes");
-                let error = WireError::new(ErrorCode::InvalidMessage, detail);
-                return Some(Refusal { error, id: Some(id), request_id: None });
+            strikes += 1;
+            if strikes == self.guard.max_strikes {
+                self.close(close_code::POLICY, format!("{strikes} refused frames in a row"));
             }
-            post(room, from, Posted { id, source, content });
-            Ok(())
         }
-        ClientFrame::History { request_id, after_seq } => {
-            room.answer_history(from, request_id, after_seq)
-        }
-        ClientFrame::Ping { request_id } => {
-            room.send_to(from, Message::Text(ServerFrame::Pong { request_id }.to_json().into()))
-        }
-    };
-    if answered.is_err() {
-        debug!("evicted while answering a request");
+        Ok(Ended::ClientLeft)
     }
-    None
+
+    /// Holds a frame back until the rate allows it. Shaping rather than refusing keeps every
+    /// message and its order (an outbox flushed after a reconnect is a legitimate burst), while a
+    /// flood only slows its sender down: its own socket buffers fill and its sends block.
+    ///
+    /// # Errors
+    /// `Err(())` when the client has been held back without a break for `flood_after`: that is a
+    /// flood, not a burst.
+    async fn throttle(
+        &self,
+        bucket: &mut TokenBucket,
+        throttled_since: &mut Option<tokio::time::Instant>,
+    ) -> Result<(), ()> {
+        let now = std::time::Instant::now();
+        if bucket.allow(now) {
+            *throttled_since = None;
+            return Ok(());
+        }
+        let since = *throttled_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= self.guard.flood_after {
+            return Err(());
+        }
+        tokio::time::sleep(bucket.wait(now)).await;
+        // The wait was exactly what one token takes; a token is there now.
+        bucket.allow(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Has the writer close the connection with `code` (unless a reason was already given).
+    fn close(&self, code: u16, reason: String) {
+        // `set` fails only when a reason is already recorded; the first one stands.
+        let _ = self.close_reason.set(CloseFrame { code, reason: reason.into() });
+        self.stop.cancel();
+    }
+
+    /// A tutorial client's frame: a plain chat message, given an id and a seq like any other.
+    fn tutorial_frame(&self, text: &str) -> Option<Refusal> {
+        match ChatMessage::from_json(text) {
+            Ok(ChatMessage { source, content }) => {
+                let id = uuid::Uuid::new_v4().to_string();
+                self.post(Posted { id, source, content })
+            }
+            Err(error) => Some(error.into()),
+        }
+    }
+
+    /// A v1 client's frame: a message, a history request or a ping.
+    fn v1_frame(&self, text: &str) -> Option<Refusal> {
+        let frame = match ClientFrame::from_json(text) {
+            Ok(frame) => frame,
+            Err(error) => return Some(error.into()),
+        };
+        let answered = match frame {
+            ClientFrame::Message { id, source, content } => {
+                if id.is_empty() || id.len() > MAX_ID_LENGTH {
+                    let detail = format!("a message id has 1 to {MAX_ID_LENGTH} bytes");
+                    let error = WireError::new(ErrorCode::InvalidMessage, detail);
+                    return Some(Refusal { error, id: Some(id), request_id: None });
+                }
+                return self.post(Posted { id, source, content });
+            }
+            ClientFrame::History { request_id, after_seq } => {
+                self.room.answer_history(self.id, request_id, after_seq)
+            }
+            ClientFrame::Ping { request_id } => {
+                let pong = ServerFrame::Pong { request_id }.to_json();
+                self.room.send_to(self.id, Message::Text(pong.into()))
+            }
+        };
+        if answered.is_err() {
+            debug!("evicted while answering a request");
+        }
+        None
+    }
+
+    /// Checks a message against the limits, then numbers and relays it.
+    fn post(&self, posted: Posted) -> Option<Refusal> {
+        let refuse = |error| Some(Refusal { error, id: Some(posted.id.clone()), request_id: None });
+        if let Err(error) = self.guard.limits.check(&posted.source, &posted.content) {
+            return refuse(error);
+        }
+        debug!(bytes = posted.content.len(), clients = self.room.len(), "relaying a message");
+        for Evicted(other) in self.room.post(self.id, posted, now_ms()) {
+            debug!(other, "evicted a slow consumer while relaying");
+        }
+        None
+    }
 }
 
-fn post(room: &Room, from: u64, posted: Posted) {
-    debug!(bytes = posted.content.len(), clients = room.len(), "relaying a message");
-    for Evicted(other) in room.post(from, posted, now_ms()) {
-        debug!(other, "evicted a slow consumer while relaying");
+/// Whether a read failed because the message was over the size limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = error.source();
+    while let Some(error) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = error.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = error.source();
     }
+    false
 }
 
 /// Milliseconds since the Unix epoch: the time stamped on each message.
@@ -299,7 +425,7 @@ async fn write(
         debug!("close frame not accepted in time");
     }
     if evicted {
-        Err(ConnectionError::Evicted(close))
+        Err(ConnectionError::Closed(close))
     } else {
         Ok(Ended::RelayShutdown)
     }

@@ -6,6 +6,7 @@
 //!   built app as static files.
 //! - `connection` runs one client: a reader task, a writer task, and the close handshake.
 //! - `room` keeps the connected clients and fans each message out, in each client's protocol.
+//! - `rate` is the per-connection token bucket behind the message rate limit.
 //! - `history` numbers messages and keeps the last N for clients that catch up; it answers every
 //!   client, from memory.
 //! - `store` mirrors that history in a redb file under `--data-dir`, so the epoch, the seqs and
@@ -13,6 +14,7 @@
 
 mod connection;
 mod history;
+mod rate;
 mod room;
 mod routes;
 mod store;
@@ -32,7 +34,9 @@ use crate::room::Room;
 use crate::store::{HistoryStore, Store};
 
 pub use connection::Heartbeat;
+pub use rate::RateLimit;
 pub use store::{StoreError, HISTORY_FILE};
+pub use wschat_protocol::limits::MessageLimits;
 
 /// How the relay behaves. [`Config::default`] gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -55,6 +59,18 @@ pub struct Config {
     /// How often each client is pinged, and how long it may stay silent after a ping before it
     /// is dropped. Default: every 20 s, 10 s.
     pub heartbeat: Heartbeat,
+    /// What a message's `source` and `content` may hold. Default: 64 and 10,000 characters.
+    pub limits: MessageLimits,
+    /// How fast one connection may send messages. Default: 10 per second, bursts of 20.
+    pub rate: RateLimit,
+    /// Refused frames in a row after which a connection is closed with 1008. Default 20.
+    pub max_strikes: u32,
+    /// How long a client may be held back by the rate limit without a break before it is closed
+    /// as a flood (1008). Default 30 s: an outbox of 100 messages flushed at 10 per second takes
+    /// 10 s.
+    pub flood_after: Duration,
+    /// Connections at once; further handshakes get 503. Default 10,000.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -69,6 +85,11 @@ impl Default for Config {
                 interval: Duration::from_secs(20),
                 timeout: Duration::from_secs(10),
             },
+            limits: MessageLimits::default(),
+            rate: RateLimit::default(),
+            max_strikes: 20,
+            flood_after: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }

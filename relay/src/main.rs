@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wschat_relay::{Config, Heartbeat, RunError};
+use wschat_relay::{Config, Heartbeat, MessageLimits, RateLimit, RunError};
 
 /// Relays chat messages between WebSocket clients: the wschat app and the tutorial's client.
 #[derive(Debug, Parser)]
@@ -42,6 +42,32 @@ struct Args {
     #[arg(long, env = "WSCHAT_HEARTBEAT_TIMEOUT", value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     heartbeat_timeout: u64,
+    /// Longest sender name (`source`), in characters.
+    #[arg(long, env = "WSCHAT_MAX_SOURCE_LENGTH", value_name = "CHARS",
+          default_value_t = MessageLimits::default().max_source_chars)]
+    max_source_length: usize,
+    /// Longest message content, in characters.
+    #[arg(long, env = "WSCHAT_MAX_CONTENT_LENGTH", value_name = "CHARS",
+          default_value_t = MessageLimits::default().max_content_chars)]
+    max_content_length: usize,
+    /// Connections at once; further handshakes get 503.
+    #[arg(long, env = "WSCHAT_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Messages per second one connection may send, sustained.
+    #[arg(long, env = "WSCHAT_RATE", value_name = "PER_SECOND",
+          default_value_t = RateLimit::default().per_second)]
+    rate: f64,
+    /// Messages one connection may send at once before the rate applies.
+    #[arg(long, env = "WSCHAT_BURST", default_value_t = RateLimit::default().burst)]
+    burst: u32,
+    /// Refused frames in a row after which a connection is closed (1008).
+    #[arg(long, env = "WSCHAT_MAX_STRIKES", default_value_t = Config::default().max_strikes,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_strikes: u32,
+    /// Seconds a client may be held back by the rate limit without a break before it is
+    /// closed as a flood (1008).
+    #[arg(long, env = "WSCHAT_FLOOD_AFTER", value_name = "SECONDS", default_value_t = 30)]
+    flood_after: u64,
 }
 
 #[tokio::main]
@@ -72,6 +98,14 @@ async fn main() -> std::io::Result<()> {
             interval: Duration::from_secs(args.heartbeat_interval),
             timeout: Duration::from_secs(args.heartbeat_timeout),
         },
+        limits: MessageLimits {
+            max_source_chars: args.max_source_length,
+            max_content_chars: args.max_content_length,
+        },
+        rate: RateLimit { per_second: args.rate, burst: args.burst },
+        max_strikes: args.max_strikes,
+        flood_after: Duration::from_secs(args.flood_after),
+        max_connections: args.max_connections,
     };
     match wschat_relay::run(listener, config, shutdown_signal()).await {
         Ok(()) => Ok(()),

@@ -129,19 +129,35 @@ impl Room {
     ///
     /// The relay joins a client before it answers the WebSocket handshake: once the client sees its
     /// socket open, every message sent after that reaches it (queued until its writer starts).
+    #[cfg(test)]
     pub fn join(self: &Arc<Self>, shutdown: &CancellationToken, mode: Mode) -> Membership {
+        self.join_unless_full(shutdown, mode, usize::MAX).expect("no room holds usize::MAX members")
+    }
+
+    /// Like [`Room::join`], but `None` when `max_members` are already connected. The count is
+    /// checked under the same lock as the join, so concurrent handshakes cannot overshoot it.
+    pub fn join_unless_full(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        mode: Mode,
+        max_members: usize,
+    ) -> Option<Membership> {
+        let mut state = self.lock();
+        if state.members.len() >= max_members {
+            return None;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (outbound, receiver) = mpsc::channel(self.queue_capacity);
         let stop = shutdown.child_token();
         let eviction = Arc::new(OnceLock::new());
-        let mut state = self.lock();
         if mode == Mode::V1 {
             // The queue is new and holds at least one frame: this cannot fail.
             let _ = outbound.try_send(text(state.history.welcome().to_json()));
         }
         let member = Member { outbound, stop: stop.clone(), eviction: Arc::clone(&eviction), mode };
         state.members.insert(id, member);
-        Membership { seat: Seat { room: Arc::clone(self), id }, outbound: receiver, stop, eviction }
+        let seat = Seat { room: Arc::clone(self), id };
+        Some(Membership { seat, outbound: receiver, stop, eviction })
     }
 
     /// How many clients are connected.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Request, State, WebSocketUpgrade};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
@@ -64,11 +65,25 @@ fn accept(socket: WebSocketUpgrade, peer: SocketAddr, relay: Arc<Relay>) -> Resp
     let mode = if socket.selected_protocol().is_some() { Mode::V1 } else { Mode::Tutorial };
     // Joined now, before the handshake is answered; see `Room::join`. If the upgrade fails, the
     // callback is dropped and the membership with it, which leaves the room.
-    let membership = relay.room.join(&relay.shutdown, mode);
-    let heartbeat = relay.config.heartbeat;
-    socket.max_message_size(relay.config.max_message_size).on_upgrade(move |socket| {
+    let config = &relay.config;
+    let Some(membership) =
+        relay.room.join_unless_full(&relay.shutdown, mode, config.max_connections)
+    else {
+        tracing::warn!(%peer, limit = config.max_connections, "refused a handshake: too many connections");
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later\n")
+            .into_response();
+    };
+    let heartbeat = config.heartbeat;
+    let guard = connection::Guard {
+        limits: config.limits,
+        rate: config.rate,
+        max_strikes: config.max_strikes,
+        max_message_size: config.max_message_size,
+        flood_after: config.flood_after,
+    };
+    socket.max_message_size(config.max_message_size).on_upgrade(move |socket| {
         let room = Arc::clone(&relay.room);
-        let task = connection::serve(socket, peer, mode, room, membership, heartbeat);
+        let task = connection::serve(socket, peer, mode, room, membership, heartbeat, guard);
         relay.sockets.track_future(task)
     })
 }
