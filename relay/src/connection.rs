@@ -21,8 +21,9 @@ use wschat_protocol::v1::{ClientFrame, ServerFrame};
 use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 
 use crate::history::Posted;
+use crate::metrics::{count, Metrics};
 use crate::rate::{RateLimit, TokenBucket};
-use crate::room::{Evicted, Membership, Mode, Room};
+use crate::room::{CloseKind, Evicted, Membership, Mode, RelayClose, Room};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
 /// that stopped reading may never take the frame, so both waits are bounded.
@@ -39,8 +40,8 @@ pub enum ConnectionError {
     Write(#[source] axum::Error),
     /// The relay closed the connection: the client stopped reading (its queue overflowed), sent
     /// too big a message, or too many bad frames.
-    #[error("closed by the relay ({}): {}", .0.code, .0.reason)]
-    Closed(CloseFrame),
+    #[error("closed by the relay ({}): {}", .0.frame.code, .0.frame.reason)]
+    Closed(RelayClose),
     /// Nothing came back from the client, not even a pong, for too long: the peer is gone
     /// (a half-open connection after sleep, a pulled cable).
     #[error("no answer to pings for {0:?}: the client is gone")]
@@ -99,14 +100,17 @@ pub async fn serve(
     mode: Mode,
     room: Arc<Room>,
     membership: Membership,
-    heartbeat: Heartbeat,
     guard: Guard,
+    metrics: Arc<Metrics>,
 ) {
+    let heartbeat = guard.heartbeat;
     let Membership { seat, outbound, stop, eviction } = membership;
     let id = seat.id();
     let span = tracing::info_span!("client", id, %peer, ?mode);
     async move {
         info!(clients = room.len(), "connected");
+        metrics.connections.inc();
+        count(&metrics.connections_accepted, mode.label());
         let (sink, stream) = socket.split();
         let heard = Arc::new(LastHeard::new());
         let writer = write(
@@ -116,6 +120,7 @@ pub async fn serve(
             Arc::clone(&eviction),
             heartbeat,
             Arc::clone(&heard),
+            Arc::clone(&metrics),
         );
         let mut writer = tokio::spawn(writer.in_current_span());
         let reader = Reader {
@@ -126,6 +131,7 @@ pub async fn serve(
             guard,
             stop: stop.clone(),
             close_reason: Arc::clone(&eviction),
+            metrics: Arc::clone(&metrics),
         };
         let mut reader = tokio::spawn(reader.run(stream).in_current_span());
         let outcome = tokio::select! {
@@ -143,6 +149,16 @@ pub async fn serve(
             }
         };
         drop(seat);
+        metrics.connections.dec();
+        match &outcome {
+            Ok(Err(ConnectionError::Closed(close))) => {
+                count(&metrics.disconnects, close.kind.label())
+            }
+            Ok(Err(ConnectionError::Unresponsive(_))) => {
+                count(&metrics.disconnects, "unresponsive")
+            }
+            _ => {}
+        }
         match outcome {
             Ok(Ok(Ended::ClientLeft)) => info!(clients = room.len(), "disconnected"),
             Ok(Ok(Ended::RelayShutdown)) => info!("closed: relay shutting down"),
@@ -189,12 +205,15 @@ struct Reader {
     guard: Guard,
     /// Closes this connection (the writer sends the close frame); the reason is set first.
     stop: CancellationToken,
-    close_reason: Arc<OnceLock<CloseFrame>>,
+    close_reason: Arc<OnceLock<RelayClose>>,
+    metrics: Arc<Metrics>,
 }
 
-/// The per-connection limits the reader enforces.
+/// The per-connection settings: the heartbeat, and the limits the reader enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Guard {
+    /// How often to ping the client and how long it may stay silent.
+    pub heartbeat: Heartbeat,
     /// What a message's fields may hold.
     pub limits: MessageLimits,
     /// How fast messages may come.
@@ -222,6 +241,7 @@ impl Reader {
                     if is_too_big(&error) {
                         let limit = self.guard.max_message_size;
                         self.close(
+                            CloseKind::TooBig,
                             close_code::SIZE,
                             format!("message too big: at most {limit} bytes"),
                         );
@@ -230,13 +250,14 @@ impl Reader {
                 }
             };
             self.heard.record();
+            self.metrics.bytes_in.inc_by(data_len(&frame));
             let refusal = match frame {
                 Message::Text(text) => {
                     if self.throttle(&mut bucket, &mut throttled_since).await.is_err() {
                         let limit = self.guard.rate.per_second;
                         let reason =
                             format!("sending faster than {limit} messages per second for too long");
-                        self.close(close_code::POLICY, reason);
+                        self.close(CloseKind::Flood, close_code::POLICY, reason);
                         continue;
                     }
                     match self.mode {
@@ -256,13 +277,18 @@ impl Reader {
                 continue;
             };
             warn!(code = ?refusal.error.code, error = %refusal.error.message, "refused a frame");
+            count(&self.metrics.frames_refused, error_label(refusal.error.code));
             if self.room.send_to(self.id, refusal.into_frame(self.mode)).is_err() {
                 // This client's own queue is full; the writer closes the connection with the reason.
                 debug!("evicted while answering a refused frame");
             }
             strikes += 1;
             if strikes == self.guard.max_strikes {
-                self.close(close_code::POLICY, format!("{strikes} refused frames in a row"));
+                self.close(
+                    CloseKind::Strikes,
+                    close_code::POLICY,
+                    format!("{strikes} refused frames in a row"),
+                );
             }
         }
         Ok(Ended::ClientLeft)
@@ -296,9 +322,10 @@ impl Reader {
     }
 
     /// Has the writer close the connection with `code` (unless a reason was already given).
-    fn close(&self, code: u16, reason: String) {
+    fn close(&self, kind: CloseKind, code: u16, reason: String) {
         // `set` fails only when a reason is already recorded; the first one stands.
-        let _ = self.close_reason.set(CloseFrame { code, reason: reason.into() });
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = self.close_reason.set(RelayClose { kind, frame });
         self.stop.cancel();
     }
 
@@ -349,10 +376,33 @@ impl Reader {
             return refuse(error);
         }
         debug!(bytes = posted.content.len(), clients = self.room.len(), "relaying a message");
+        self.metrics.messages_in.inc();
         for Evicted(other) in self.room.post(self.id, posted, now_ms()) {
             debug!(other, "evicted a slow consumer while relaying");
         }
         None
+    }
+}
+
+/// The size of a data frame's payload (0 for control frames).
+fn data_len(frame: &Message) -> u64 {
+    let len = match frame {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) => bytes.len(),
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => 0,
+    };
+    len as u64
+}
+
+/// The metric label of an error code (its wire name).
+fn error_label(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidJson => "invalid_json",
+        ErrorCode::InvalidMessage => "invalid_message",
+        ErrorCode::BinaryFrame => "binary_frame",
+        ErrorCode::SourceInvalid => "source_invalid",
+        ErrorCode::ContentInvalid => "content_invalid",
+        ErrorCode::TooLong => "too_long",
     }
 }
 
@@ -382,9 +432,10 @@ async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut outbound: mpsc::Receiver<Message>,
     stop: CancellationToken,
-    eviction: Arc<OnceLock<CloseFrame>>,
+    eviction: Arc<OnceLock<RelayClose>>,
     heartbeat: Heartbeat,
     heard: Arc<LastHeard>,
+    metrics: Arc<Metrics>,
 ) -> Result<Ended, ConnectionError> {
     let mut pings =
         tokio::time::interval_at(Instant::now() + heartbeat.interval, heartbeat.interval);
@@ -394,7 +445,12 @@ async fn write(
             biased;
             () = stop.cancelled() => break,
             frame = outbound.recv() => match frame {
-                Some(frame) => frame,
+                Some(frame) => {
+                    metrics.queue_depth.observe(outbound.len() as f64);
+                    metrics.frames_out.inc();
+                    metrics.bytes_out.inc_by(data_len(&frame));
+                    frame
+                }
                 // The room dropped our queue: we were evicted and `stop` is cancelled as well.
                 None => break,
             },
@@ -412,11 +468,11 @@ async fn write(
             sent = sink.send(frame) => sent.map_err(ConnectionError::Write)?,
         }
     }
-    let close = eviction.get().cloned().unwrap_or_else(|| CloseFrame {
-        code: close_code::AWAY,
-        reason: "relay shutting down".into(),
-    });
-    let evicted = eviction.get().is_some();
+    let relay_close = eviction.get().cloned();
+    let close = relay_close.as_ref().map_or_else(
+        || CloseFrame { code: close_code::AWAY, reason: "relay shutting down".into() },
+        |relay_close| relay_close.frame.clone(),
+    );
     // Best effort: a client that stopped reading may never take the frame; it is dropped anyway.
     if tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(close.clone()))))
         .await
@@ -424,9 +480,8 @@ async fn write(
     {
         debug!("close frame not accepted in time");
     }
-    if evicted {
-        Err(ConnectionError::Closed(close))
-    } else {
-        Ok(Ended::RelayShutdown)
+    match relay_close {
+        Some(relay_close) => Err(ConnectionError::Closed(relay_close)),
+        None => Ok(Ended::RelayShutdown),
     }
 }

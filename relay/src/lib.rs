@@ -6,6 +6,7 @@
 //!   built app as static files.
 //! - `connection` runs one client: a reader task, a writer task, and the close handshake.
 //! - `room` keeps the connected clients and fans each message out, in each client's protocol.
+//! - `metrics` keeps the figures served at `/metrics` (Prometheus text format).
 //! - `rate` is the per-connection token bucket behind the message rate limit.
 //! - `history` numbers messages and keeps the last N for clients that catch up; it answers every
 //!   client, from memory.
@@ -14,6 +15,7 @@
 
 mod connection;
 mod history;
+mod metrics;
 mod rate;
 mod room;
 mod routes;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::history::History;
+use crate::metrics::Metrics;
 use crate::room::Room;
 use crate::store::{HistoryStore, Store};
 
@@ -102,6 +105,7 @@ struct Relay {
     shutdown: CancellationToken,
     /// Tracks the socket tasks, which axum's graceful shutdown alone does not wait for.
     sockets: TaskTracker,
+    metrics: Arc<Metrics>,
 }
 
 /// Why [`run`] stopped with an error.
@@ -135,6 +139,7 @@ pub async fn run(
         config,
         shutdown: CancellationToken::new(),
         sockets: TaskTracker::new(),
+        metrics: Arc::new(Metrics::new()),
     });
     tracing::info!(address = %listener.local_addr()?, static_dir = ?relay.config.static_dir, "listening");
     let app = routes::router(Arc::clone(&relay));

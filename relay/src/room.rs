@@ -30,6 +30,17 @@ pub enum Mode {
     V1,
 }
 
+impl Mode {
+    /// The metric label.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Tutorial => "tutorial",
+            Self::V1 => "v1",
+        }
+    }
+}
+
 /// Everything the room keeps for one connected client.
 struct Member {
     /// The client's bounded outbound queue, drained by its writer task.
@@ -37,7 +48,7 @@ struct Member {
     /// Cancelled to make the client's connection close.
     stop: CancellationToken,
     /// Why the room stopped the client, when it did (read by the writer to pick the close code).
-    eviction: Arc<OnceLock<CloseFrame>>,
+    eviction: Arc<OnceLock<RelayClose>>,
     mode: Mode,
 }
 
@@ -71,7 +82,7 @@ pub struct Membership {
     /// Cancelled when the connection must close: relay shutdown or eviction.
     pub stop: CancellationToken,
     /// Set (before `stop` is cancelled) when the room evicted this client.
-    pub eviction: Arc<OnceLock<CloseFrame>>,
+    pub eviction: Arc<OnceLock<RelayClose>>,
 }
 
 /// A client whose queue overflowed and which was therefore evicted.
@@ -286,7 +297,7 @@ impl State {
         if let Some(member) = self.members.remove(&id) {
             // `set` fails only if a reason was already recorded; the first reason is the one that
             // counts.
-            let _ = member.eviction.set(slow_consumer_close());
+            let _ = member.eviction.set(RelayClose::slow_consumer());
             member.stop.cancel();
         }
     }
@@ -319,12 +330,52 @@ fn text(json: String) -> Message {
     Message::Text(json.into())
 }
 
-/// The close frame sent to a client whose outbound queue overflowed.
-#[must_use]
-pub fn slow_consumer_close() -> CloseFrame {
-    CloseFrame {
-        code: axum::extract::ws::close_code::POLICY,
-        reason: "outbound queue full: the client is not reading its messages".into(),
+/// Why the relay itself closes a connection (shutdown aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// Its outbound queue overflowed: it stopped reading.
+    SlowConsumer,
+    /// It sent a frame over the size limit.
+    TooBig,
+    /// It kept sending faster than the rate.
+    Flood,
+    /// It sent too many refused frames in a row.
+    Strikes,
+}
+
+impl CloseKind {
+    /// The metric label.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SlowConsumer => "slow_consumer",
+            Self::TooBig => "too_big",
+            Self::Flood => "flood",
+            Self::Strikes => "strikes",
+        }
+    }
+}
+
+/// A close the relay decided on: why, and the frame the client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayClose {
+    /// Why.
+    pub kind: CloseKind,
+    /// The close frame (code and reason) sent to the client.
+    pub frame: CloseFrame,
+}
+
+impl RelayClose {
+    /// The close for a client whose outbound queue overflowed (1008).
+    #[must_use]
+    pub fn slow_consumer() -> Self {
+        Self {
+            kind: CloseKind::SlowConsumer,
+            frame: CloseFrame {
+                code: axum::extract::ws::close_code::POLICY,
+                reason: "outbound queue full: the client is not reading its messages".into(),
+            },
+        }
     }
 }
 
@@ -491,7 +542,7 @@ mod tests {
         let evicted = room.post(sender.seat.id(), posted("2", "y"), 0);
         assert_eq!(evicted, vec![Evicted(stalled.seat.id())]);
         assert!(stalled.stop.is_cancelled());
-        assert_eq!(stalled.eviction.get().map(|close| close.code), Some(1008));
+        assert_eq!(stalled.eviction.get().map(|close| close.frame.code), Some(1008));
         assert_eq!(reader.outbound.recv().await, Some(tutorial_text("y")));
         assert_eq!(room.len(), 2);
         assert!(!reader.stop.is_cancelled());

@@ -7,7 +7,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Request, State, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use axum::Router;
 use tower::ServiceExt;
 use tower_http::compression::Compression;
@@ -21,12 +21,23 @@ use crate::{connection, Relay};
 /// `/ws` is the app's socket; `/` is the tutorial's (`ws://localhost:5000`) and, for plain HTTP,
 /// the app's page when a static directory is configured.
 pub(crate) fn router(relay: Arc<Relay>) -> Router {
-    let mut router = Router::new().route("/ws", any(upgrade)).route("/", any(root));
+    let mut router = Router::new()
+        .route("/ws", any(upgrade))
+        .route("/", any(root))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }));
     if let Some(dir) = &relay.config.static_dir {
         // Compressed on the fly: the wasm bundle shrinks to about a third over gzip.
         router = router.fallback_service(Compression::new(ServeDir::new(dir)));
     }
     router.with_state(relay)
+}
+
+/// The figures in the Prometheus text format. Expose it to your monitoring, not to the internet
+/// (a reverse proxy can refuse `/metrics`).
+async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], relay.metrics.render()).into_response()
 }
 
 async fn upgrade(
@@ -70,11 +81,12 @@ fn accept(socket: WebSocketUpgrade, peer: SocketAddr, relay: Arc<Relay>) -> Resp
         relay.room.join_unless_full(&relay.shutdown, mode, config.max_connections)
     else {
         tracing::warn!(%peer, limit = config.max_connections, "refused a handshake: too many connections");
+        crate::metrics::count(&relay.metrics.handshakes_rejected, "too_many_connections");
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later\n")
             .into_response();
     };
-    let heartbeat = config.heartbeat;
     let guard = connection::Guard {
+        heartbeat: config.heartbeat,
         limits: config.limits,
         rate: config.rate,
         max_strikes: config.max_strikes,
@@ -83,7 +95,8 @@ fn accept(socket: WebSocketUpgrade, peer: SocketAddr, relay: Arc<Relay>) -> Resp
     };
     socket.max_message_size(config.max_message_size).on_upgrade(move |socket| {
         let room = Arc::clone(&relay.room);
-        let task = connection::serve(socket, peer, mode, room, membership, heartbeat, guard);
+        let metrics = Arc::clone(&relay.metrics);
+        let task = connection::serve(socket, peer, mode, room, membership, guard, metrics);
         relay.sockets.track_future(task)
     })
 }

@@ -1,0 +1,118 @@
+//! The relay's metrics, served at `/metrics` in the Prometheus text format.
+//!
+//! One registry per relay (not a process-wide global), so tests can run many relays in one
+//! process and read each one's figures.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A label with one string value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Label {
+    /// The value: a protocol, a reason or an error code.
+    pub kind: &'static str,
+}
+
+/// Every figure the relay keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Connections open now.
+    pub connections: Gauge,
+    /// Connections accepted, by protocol (`tutorial`, `v1`).
+    pub connections_accepted: Family<Label, Counter>,
+    /// Handshakes refused, by reason.
+    pub handshakes_rejected: Family<Label, Counter>,
+    /// Chat messages accepted (numbered and relayed).
+    pub messages_in: Counter,
+    /// Frames written to clients.
+    pub frames_out: Counter,
+    /// Bytes of the data frames clients sent.
+    pub bytes_in: Counter,
+    /// Bytes of the data frames written to clients.
+    pub bytes_out: Counter,
+    /// Frames refused, by error code.
+    pub frames_refused: Family<Label, Counter>,
+    /// Connections the relay closed itself, by reason (`slow_consumer`, `too_big`, `flood`,
+    /// `strikes`, `unresponsive`).
+    pub disconnects: Family<Label, Counter>,
+    /// Frames waiting in a client's outbound queue when the writer takes the next one.
+    pub queue_depth: Histogram,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (prefix `wschat_`).
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wschat");
+        let metrics = Self {
+            connections: Gauge::default(),
+            connections_accepted: Family::default(),
+            handshakes_rejected: Family::default(),
+            messages_in: Counter::default(),
+            frames_out: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            frames_refused: Family::default(),
+            disconnects: Family::default(),
+            // Powers of two up to the default queue capacity and beyond.
+            queue_depth: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            registry: Registry::default(),
+        };
+        registry.register("connections", "Connections open now", metrics.connections.clone());
+        registry.register(
+            "connections_accepted",
+            "Connections accepted, by protocol",
+            metrics.connections_accepted.clone(),
+        );
+        registry.register(
+            "handshakes_rejected",
+            "Handshakes refused, by reason",
+            metrics.handshakes_rejected.clone(),
+        );
+        registry.register("messages_in", "Chat messages accepted", metrics.messages_in.clone());
+        registry.register("frames_out", "Frames written to clients", metrics.frames_out.clone());
+        registry.register("bytes_in", "Bytes of data frames received", metrics.bytes_in.clone());
+        registry.register("bytes_out", "Bytes of data frames written", metrics.bytes_out.clone());
+        registry.register(
+            "frames_refused",
+            "Frames refused, by error code",
+            metrics.frames_refused.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "Connections closed by the relay, by reason",
+            metrics.disconnects.clone(),
+        );
+        registry.register(
+            "outbound_queue_depth",
+            "Frames waiting for a client when the next one is written",
+            metrics.queue_depth.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+
+    /// The figures in the Prometheus text (OpenMetrics) format.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("encoding metrics into a String cannot fail");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts one more for `kind` in a labelled family.
+pub fn count(family: &Family<Label, Counter>, kind: &'static str) {
+    family.get_or_create(&Label { kind }).inc();
+}
