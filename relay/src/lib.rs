@@ -7,6 +7,7 @@
 //! - `connection` runs one client: a reader task, a writer task, and the close handshake.
 //! - `room` keeps the connected clients and fans each message out, in each client's protocol.
 //! - `metrics` keeps the figures served at `/metrics` (Prometheus text format).
+//! - `origin` checks the handshake's Origin against the allowlist.
 //! - `rate` is the per-connection token bucket behind the message rate limit.
 //! - `history` numbers messages and keeps the last N for clients that catch up; it answers every
 //!   client, from memory.
@@ -16,6 +17,7 @@
 mod connection;
 mod history;
 mod metrics;
+mod origin;
 mod rate;
 mod room;
 mod routes;
@@ -74,6 +76,9 @@ pub struct Config {
     pub flood_after: Duration,
     /// Connections at once; further handshakes get 503. Default 10,000.
     pub max_connections: usize,
+    /// Browser origins allowed to connect besides the relay's own (`*`: any); others get 403.
+    /// Default: the dev server's, `http://127.0.0.1:8080` and `http://localhost:8080`.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -93,6 +98,7 @@ impl Default for Config {
             max_strikes: 20,
             flood_after: Duration::from_secs(30),
             max_connections: 10_000,
+            allowed_origins: origin::default_allowlist(),
         }
     }
 }

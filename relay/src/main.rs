@@ -68,6 +68,16 @@ struct Args {
     /// closed as a flood (1008).
     #[arg(long, env = "WSCHAT_FLOOD_AFTER", value_name = "SECONDS", default_value_t = 30)]
     flood_after: u64,
+    /// A browser origin allowed to connect besides the relay's own, e.g.
+    /// `https://chat.example.org`; repeat it, or give `*` to allow any. Default: the dev
+    /// server's (http://127.0.0.1:8080 and http://localhost:8080).
+    #[arg(
+        long = "allow-origin",
+        env = "WSCHAT_ALLOW_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
 }
 
 #[tokio::main]
@@ -105,6 +115,11 @@ async fn main() -> std::io::Result<()> {
         rate: RateLimit { per_second: args.rate, burst: args.burst },
         max_strikes: args.max_strikes,
         flood_after: Duration::from_secs(args.flood_after),
+        allowed_origins: if args.allowed_origins.is_empty() {
+            Config::default().allowed_origins
+        } else {
+            args.allowed_origins
+        },
         max_connections: args.max_connections,
     };
     match wschat_relay::run(listener, config, shutdown_signal()).await {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Request, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
@@ -16,7 +16,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use wschat_protocol::v1::SUBPROTOCOL;
 
 use crate::room::Mode;
-use crate::{connection, Relay};
+use crate::{connection, origin, Relay};
 
 /// `/ws` is the app's socket; `/` is the tutorial's (`ws://localhost:5000`) and, for plain HTTP,
 /// the app's page when a static directory is configured.
@@ -44,8 +44,9 @@ async fn upgrade(
     socket: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(relay): State<Arc<Relay>>,
+    headers: HeaderMap,
 ) -> Response {
-    accept(socket, peer, relay)
+    accept(socket, peer, relay, &headers)
 }
 
 async fn root(
@@ -55,7 +56,8 @@ async fn root(
     request: Request,
 ) -> Response {
     if let Ok(socket) = socket {
-        return accept(socket, peer, relay);
+        let headers = request.headers().clone();
+        return accept(socket, peer, relay, &headers);
     }
     match &relay.config.static_dir {
         Some(dir) => {
@@ -69,7 +71,18 @@ async fn root(
     }
 }
 
-fn accept(socket: WebSocketUpgrade, peer: SocketAddr, relay: Arc<Relay>) -> Response {
+fn accept(
+    socket: WebSocketUpgrade,
+    peer: SocketAddr,
+    relay: Arc<Relay>,
+    headers: &HeaderMap,
+) -> Response {
+    if let Err(origin) = origin::check(headers, &relay.config.allowed_origins) {
+        tracing::warn!(%peer, origin, "refused a handshake: origin not allowed");
+        crate::metrics::count(&relay.metrics.handshakes_rejected, "origin");
+        let body = format!("origin {origin} is not allowed to connect (see --allow-origin)\n");
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
     // A client that asks for `wschat.v1` gets it; one that asks for nothing speaks the tutorial's
     // plain JSON.
     let socket = socket.protocols([SUBPROTOCOL]);

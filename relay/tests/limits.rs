@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use wschat_protocol::v1::ServerFrame;
@@ -85,6 +86,31 @@ async fn too_many_connections_get_503() {
     })
     .await;
     assert!(admitted.is_ok(), "a place frees up when a client leaves");
+    relay.stop().await;
+}
+
+/// A page on another site cannot open a socket (403); the relay's own pages, the dev server and
+/// clients that send no Origin can.
+#[tokio::test]
+async fn foreign_origins_are_refused_at_the_handshake() {
+    let relay = TestRelay::start(Config::default()).await;
+    let attempt = |origin: Option<&str>| {
+        let mut request = format!("ws://{}/ws", relay.address).into_client_request().unwrap();
+        if let Some(origin) = origin {
+            request.headers_mut().insert("Origin", origin.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(request)
+    };
+    match attempt(Some("https://evil.example")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let own = format!("http://{}", relay.address);
+    for origin in [None, Some(own.as_str()), Some("http://127.0.0.1:8080")] {
+        assert!(attempt(origin).await.is_ok(), "{origin:?} is allowed");
+    }
     relay.stop().await;
 }
 

@@ -154,12 +154,15 @@ pub fn wait_for_port(port: u16, server: &mut Background) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Relay flags for pages served from elsewhere, such as the wasm test runner's: any origin.
+pub const ANY_ORIGIN: [&str; 2] = ["--allow-origin", "*"];
+
 /// Starts the debug relay on 127.0.0.1:`port` with `args`, logging only warnings, and waits until
 /// it listens.
 ///
 /// # Errors
 /// When it cannot start or exits before listening.
-pub fn start_relay(port: u16, args: &[&std::ffi::OsStr]) -> anyhow::Result<Background> {
+pub fn start_relay<S: AsRef<std::ffi::OsStr>>(port: u16, args: &[S]) -> anyhow::Result<Background> {
     let mut relay = Background::spawn(
         "relay",
         Command::new(relay_binary())

@@ -25,7 +25,7 @@ impl ControlledRelay {
     /// When the relay cannot start or no port can be bound.
     pub fn start() -> anyhow::Result<Self> {
         let port = process::free_port()?;
-        let relay = Arc::new(Mutex::new(Some(process::start_relay(port, &[])?)));
+        let relay = Arc::new(Mutex::new(Some(process::start_relay(port, &process::ANY_ORIGIN)?)));
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let control_url = format!("http://{}", listener.local_addr()?);
         let controlled = Arc::clone(&relay);
@@ -42,7 +42,7 @@ impl ControlledRelay {
                         lock(&controlled).take();
                         ("200 OK", "stopped".to_owned())
                     }
-                    "/start" => match process::start_relay(port, &[]) {
+                    "/start" => match process::start_relay(port, &process::ANY_ORIGIN) {
                         Ok(relay) => {
                             *lock(&controlled) = Some(relay);
                             ("200 OK", "started".to_owned())

@@ -116,7 +116,8 @@ impl BrowserTestRelay {
     fn start() -> anyhow::Result<Self> {
         run(cargo().args(["build", "--package", "wschat-relay"]))?;
         let port = process::free_port()?;
-        let relay = process::start_relay(port, &[])?;
+        // The test runner serves its pages from a port of its own: another origin.
+        let relay = process::start_relay(port, &process::ANY_ORIGIN)?;
         // Never accepted: the kernel completes the TCP handshake, and the request goes unanswered.
         let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
         Ok(Self {

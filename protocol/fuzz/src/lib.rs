@@ -1,0 +1,216 @@
+//! The properties the wire decoders must keep, shared by the fuzz targets in `fuzz_targets/`.
+//!
+//! Every check panics, naming the offending text, when a property does not hold: libFuzzer turns
+//! the panic into a crash report and keeps the input under `artifacts/` for replaying.
+
+use std::ops::ControlFlow;
+
+use arbitrary::{Arbitrary, Unstructured};
+use serde_json::Value;
+use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage};
+use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
+
+/// Feeds `text` to every decoder and checks each answer.
+///
+/// An accepted frame must have been a JSON object (both protocols promise objects only) and must
+/// decode to itself again after re-encoding. A refused tutorial or v1 client frame must carry the
+/// code its docs promise (`invalid_json` exactly when the text is not JSON) and a message, and
+/// must survive the trip back to the client as an error frame.
+///
+/// # Panics
+/// When a decoder panics or breaks one of the properties above.
+pub fn check_decoders(text: &str) {
+    // "JSON" in the decoders' docs: whatever serde_json parses as a value.
+    let json = serde_json::from_str::<Value>(text).ok();
+
+    match ChatMessage::from_json(text) {
+        Ok(message) => {
+            assert_object(text, json.as_ref());
+            assert_eq!(ChatMessage::from_json(&message.to_json()), Ok(message), "{text:?}");
+        }
+        Err(error) => check_refusal(text, json.is_some(), error),
+    }
+
+    match ClientFrame::from_json(text) {
+        Ok(frame) => {
+            let object = assert_object(text, json.as_ref());
+            let encoded = frame.to_json();
+            let tag = serde_json::from_str::<Value>(&encoded).map(|value| value["type"].clone());
+            assert_eq!(tag.ok().as_ref(), object.get("type"), "{text:?} decoded as {frame:?}");
+            assert_eq!(ClientFrame::from_json(&encoded), Ok(frame), "{text:?}");
+        }
+        Err(error) => check_refusal(text, json.is_some(), error),
+    }
+
+    // The client's decoders hand serde_json's error on: only acceptance has properties to check.
+    if let Ok(frame) = ServerFrame::from_json(text) {
+        assert_object(text, json.as_ref());
+        assert_eq!(ServerFrame::from_json(&frame.to_json()).ok(), Some(frame), "{text:?}");
+    }
+    if let Ok(frame) = RelayFrame::from_json(text) {
+        assert_object(text, json.as_ref());
+        assert_eq!(RelayFrame::from_json(&frame.to_json()).ok(), Some(frame), "{text:?}");
+    }
+}
+
+/// Encodes `frame`, checks that its own decoder gives it back unchanged, then runs every decoder
+/// on the encoded text through [`check_decoders`].
+///
+/// # Panics
+/// When the round trip loses or changes anything, or [`check_decoders`] panics.
+pub fn check_round_trip(frame: &AnyFrame) {
+    let text = match frame {
+        AnyFrame::Chat(message) => {
+            let text = message.to_json();
+            assert_eq!(ChatMessage::from_json(&text).as_ref(), Ok(message), "{text}");
+            text
+        }
+        AnyFrame::Relay(relay) => {
+            let text = relay.to_json();
+            assert_eq!(RelayFrame::from_json(&text).ok().as_ref(), Some(relay), "{text}");
+            text
+        }
+        AnyFrame::Client(client) => {
+            let text = client.to_json();
+            assert_eq!(ClientFrame::from_json(&text).as_ref(), Ok(client), "{text}");
+            text
+        }
+        AnyFrame::Server(server) => {
+            let text = server.to_json();
+            assert_eq!(ServerFrame::from_json(&text).ok().as_ref(), Some(server), "{text}");
+            text
+        }
+    };
+    check_decoders(&text);
+}
+
+/// Checks a refusal that the relay sends back to the client that sent `text`.
+fn check_refusal(text: &str, is_json: bool, error: WireError) {
+    let expected = if is_json { ErrorCode::InvalidMessage } else { ErrorCode::InvalidJson };
+    assert_eq!(error.code, expected, "{text:?} refused with {error}");
+    assert!(error.message.starts_with(error.code.describe()), "{text:?} refused with {error}");
+    let frame = RelayFrame::from(error);
+    assert_eq!(RelayFrame::from_json(&frame.to_json()).ok(), Some(frame), "{text:?}");
+}
+
+/// The decoded JSON object, or a panic naming `text` when it was not one.
+fn assert_object<'v>(text: &str, json: Option<&'v Value>) -> &'v serde_json::Map<String, Value> {
+    match json {
+        Some(Value::Object(object)) => object,
+        _ => panic!("a frame was accepted from {text:?}, which is not a JSON object"),
+    }
+}
+
+/// Any frame of either protocol, made up by the fuzzer for [`check_round_trip`].
+#[derive(Debug)]
+pub enum AnyFrame {
+    /// A tutorial frame, from a client or relayed.
+    Chat(ChatMessage),
+    /// What the relay sends a tutorial client.
+    Relay(RelayFrame),
+    /// What a v1 client sends.
+    Client(ClientFrame),
+    /// What the relay sends a v1 client.
+    Server(ServerFrame),
+}
+
+impl<'a> Arbitrary<'a> for AnyFrame {
+    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
+        Ok(match u.int_in_range(0..=3)? {
+            0 => Self::Chat(chat_message(u)?),
+            1 => Self::Relay(if u.arbitrary()? {
+                RelayFrame::Chat(chat_message(u)?)
+            } else {
+                RelayFrame::Error { error: wire_error(u)? }
+            }),
+            2 => Self::Client(client_frame(u)?),
+            _ => Self::Server(server_frame(u)?),
+        })
+    }
+}
+
+fn chat_message(u: &mut Unstructured<'_>) -> arbitrary::Result<ChatMessage> {
+    Ok(ChatMessage { source: u.arbitrary()?, content: u.arbitrary()? })
+}
+
+/// Every error code, for [`wire_error`].
+const ERROR_CODES: [ErrorCode; 6] = [
+    ErrorCode::InvalidJson,
+    ErrorCode::InvalidMessage,
+    ErrorCode::BinaryFrame,
+    ErrorCode::SourceInvalid,
+    ErrorCode::ContentInvalid,
+    ErrorCode::TooLong,
+];
+
+/// Never called: it stops compiling when a code is added, until [`ERROR_CODES`] lists it.
+#[allow(dead_code)]
+fn every_error_code_is_listed(code: ErrorCode) {
+    match code {
+        ErrorCode::InvalidJson
+        | ErrorCode::InvalidMessage
+        | ErrorCode::BinaryFrame
+        | ErrorCode::SourceInvalid
+        | ErrorCode::ContentInvalid
+        | ErrorCode::TooLong => {}
+    }
+}
+
+fn wire_error(u: &mut Unstructured<'_>) -> arbitrary::Result<WireError> {
+    let code = *u.choose(&ERROR_CODES)?;
+    // Any text, not only what `WireError::new` makes: the client must decode whatever arrives.
+    Ok(WireError { code, message: u.arbitrary()? })
+}
+
+fn client_frame(u: &mut Unstructured<'_>) -> arbitrary::Result<ClientFrame> {
+    Ok(match u.int_in_range(0..=2)? {
+        0 => ClientFrame::Message {
+            id: u.arbitrary()?,
+            source: u.arbitrary()?,
+            content: u.arbitrary()?,
+        },
+        1 => ClientFrame::History { request_id: u.arbitrary()?, after_seq: u.arbitrary()? },
+        _ => ClientFrame::Ping { request_id: u.arbitrary()? },
+    })
+}
+
+fn stored_message(u: &mut Unstructured<'_>) -> arbitrary::Result<StoredMessage> {
+    Ok(StoredMessage {
+        seq: u.arbitrary()?,
+        id: u.arbitrary()?,
+        source: u.arbitrary()?,
+        content: u.arbitrary()?,
+        sent_at_ms: u.arbitrary()?,
+    })
+}
+
+fn server_frame(u: &mut Unstructured<'_>) -> arbitrary::Result<ServerFrame> {
+    Ok(match u.int_in_range(0..=5)? {
+        0 => ServerFrame::Welcome {
+            epoch: u.arbitrary()?,
+            latest_seq: u.arbitrary()?,
+            oldest_seq: u.arbitrary()?,
+        },
+        1 => ServerFrame::Message(stored_message(u)?),
+        2 => {
+            ServerFrame::Ack { id: u.arbitrary()?, seq: u.arbitrary()?, duplicate: u.arbitrary()? }
+        }
+        3 => {
+            let request_id = u.arbitrary()?;
+            let epoch = u.arbitrary()?;
+            let mut messages = Vec::new();
+            // A few messages are enough to mix them up; more would only slow each run down.
+            u.arbitrary_loop(None, Some(4), |u| {
+                messages.push(stored_message(u)?);
+                Ok(ControlFlow::Continue(()))
+            })?;
+            ServerFrame::History { request_id, epoch, messages, complete: u.arbitrary()? }
+        }
+        4 => ServerFrame::Pong { request_id: u.arbitrary()? },
+        _ => ServerFrame::Error {
+            error: wire_error(u)?,
+            id: u.arbitrary()?,
+            request_id: u.arbitrary()?,
+        },
+    })
+}
