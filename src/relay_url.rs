@@ -1,6 +1,7 @@
 //! Where the chat socket connects: the page's own origin at `/ws`, unless a `relay` query
 //! parameter names another relay. One build thus works behind `trunk serve`'s proxy, behind the
-//! relay's own static serving and behind TLS.
+//! relay's own static serving and behind TLS. A `token` query parameter (for a relay started with
+//! `--jwt-secret`) is passed on to the socket.
 
 /// The path the relay serves its socket on.
 pub const SOCKET_PATH: &str = "/ws";
@@ -20,20 +21,43 @@ pub fn socket_url(page_protocol: &str, page_host: &str, relay_override: Option<&
     format!("{scheme}://{page_host}{SOCKET_PATH}")
 }
 
+/// `url` with the auth `token` added as its `token` query parameter.
+#[must_use]
+pub fn with_token(url: &str, token: Option<&str>) -> String {
+    match token.map(str::trim).filter(|token| !token.is_empty()) {
+        None => url.to_owned(),
+        Some(token) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            // JWTs are base64url and dots, which need no escaping; anything else is escaped.
+            let token: String = token
+                .bytes()
+                .map(|byte| match byte {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        char::from(byte).to_string()
+                    }
+                    other => format!("%{other:02X}"),
+                })
+                .collect();
+            format!("{url}{separator}token={token}")
+        }
+    }
+}
+
 /// The socket URL for the page this app runs in (see [`socket_url`]).
 #[must_use]
 pub fn for_current_page() -> String {
     let location = leptos::prelude::window().location();
-    let relay_override = location
+    let params = location
         .search()
         .ok()
-        .and_then(|search| web_sys::UrlSearchParams::new_with_str(&search).ok())
-        .and_then(|params| params.get("relay"));
-    socket_url(
+        .and_then(|search| web_sys::UrlSearchParams::new_with_str(&search).ok());
+    let parameter = |name| params.as_ref().and_then(|params| params.get(name));
+    let url = socket_url(
         &location.protocol().unwrap_or_default(),
         &location.host().unwrap_or_default(),
-        relay_override.as_deref(),
-    )
+        parameter("relay").as_deref(),
+    );
+    with_token(&url, parameter("token").as_deref())
 }
 
 #[cfg(test)]
@@ -51,6 +75,17 @@ mod tests {
     fn tls_page_uses_wss() {
         assert_eq!(socket_url("https:", "chat.example.org", None), "wss://chat.example.org/ws");
         assert_eq!(socket_url("https:", "example.org:8443", None), "wss://example.org:8443/ws");
+    }
+
+    /// `?token=` is passed on to the socket, escaped where needed; no token, no parameter.
+    #[test]
+    fn the_token_goes_along() {
+        use super::with_token;
+        assert_eq!(with_token("ws://h/ws", Some("a.b-c_d")), "ws://h/ws?token=a.b-c_d");
+        assert_eq!(with_token("ws://h/ws?x=1", Some("t")), "ws://h/ws?x=1&token=t");
+        assert_eq!(with_token("ws://h/ws", Some("a b&c")), "ws://h/ws?token=a%20b%26c");
+        assert_eq!(with_token("ws://h/ws", None), "ws://h/ws");
+        assert_eq!(with_token("ws://h/ws", Some(" ")), "ws://h/ws");
     }
 
     /// `?relay=` points the page at any relay; a blank one is ignored.

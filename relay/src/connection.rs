@@ -96,17 +96,17 @@ enum Ended {
 /// The client joined the room (`membership`) before its handshake was answered.
 pub async fn serve(
     socket: WebSocket,
-    peer: SocketAddr,
-    mode: Mode,
+    client: ClientInfo,
     room: Arc<Room>,
     membership: Membership,
     guard: Guard,
     metrics: Arc<Metrics>,
 ) {
+    let ClientInfo { peer, mode, identity } = client;
     let heartbeat = guard.heartbeat;
     let Membership { seat, outbound, stop, eviction } = membership;
     let id = seat.id();
-    let span = tracing::info_span!("client", id, %peer, ?mode);
+    let span = tracing::info_span!("client", id, %peer, ?mode, identity);
     async move {
         info!(clients = room.len(), "connected");
         metrics.connections.inc();
@@ -126,6 +126,7 @@ pub async fn serve(
         let reader = Reader {
             id,
             mode,
+            identity,
             room: Arc::clone(&room),
             heard,
             guard,
@@ -196,10 +197,22 @@ impl Refusal {
     }
 }
 
+/// Who is on the other end, as the handshake established.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The peer's address, for logs.
+    pub peer: SocketAddr,
+    /// The protocol it speaks.
+    pub mode: Mode,
+    /// With token auth on, the name from its token: every message it sends carries this name.
+    pub identity: Option<String>,
+}
+
 /// What a connection's reader needs besides the socket.
 struct Reader {
     id: u64,
     mode: Mode,
+    identity: Option<String>,
     room: Arc<Room>,
     heard: Arc<LastHeard>,
     guard: Guard,
@@ -369,8 +382,12 @@ impl Reader {
         None
     }
 
-    /// Checks a message against the limits, then numbers and relays it.
-    fn post(&self, posted: Posted) -> Option<Refusal> {
+    /// Checks a message against the limits, then numbers and relays it (under the token's name
+    /// when auth is on, whatever the client wrote).
+    fn post(&self, mut posted: Posted) -> Option<Refusal> {
+        if let Some(identity) = &self.identity {
+            posted.source.clone_from(identity);
+        }
         let refuse = |error| Some(Refusal { error, id: Some(posted.id.clone()), request_id: None });
         if let Err(error) = self.guard.limits.check(&posted.source, &posted.content) {
             return refuse(error);

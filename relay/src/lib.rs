@@ -7,6 +7,7 @@
 //! - `connection` runs one client: a reader task, a writer task, and the close handshake.
 //! - `room` keeps the connected clients and fans each message out, in each client's protocol.
 //! - `metrics` keeps the figures served at `/metrics` (Prometheus text format).
+//! - `auth` verifies the optional JSON Web Tokens and says whose name a client speaks under.
 //! - `origin` checks the handshake's Origin against the allowlist.
 //! - `rate` is the per-connection token bucket behind the message rate limit.
 //! - `history` numbers messages and keeps the last N for clients that catch up; it answers every
@@ -14,6 +15,7 @@
 //! - `store` mirrors that history in a redb file under `--data-dir`, so the epoch, the seqs and
 //!   the last N messages survive a restart.
 
+mod auth;
 mod connection;
 mod history;
 mod metrics;
@@ -33,6 +35,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::room::Room;
@@ -79,6 +82,9 @@ pub struct Config {
     /// Browser origins allowed to connect besides the relay's own (`*`: any); others get 403.
     /// Default: the dev server's, `http://127.0.0.1:8080` and `http://localhost:8080`.
     pub allowed_origins: Vec<String>,
+    /// With a secret, every handshake needs an HS256 token signed with it (`?token=` or the
+    /// subprotocol `wschat.token.<token>`), and messages carry the token's name. Default: none.
+    pub jwt_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -99,6 +105,7 @@ impl Default for Config {
             flood_after: Duration::from_secs(30),
             max_connections: 10_000,
             allowed_origins: origin::default_allowlist(),
+            jwt_secret: None,
         }
     }
 }
@@ -112,6 +119,8 @@ struct Relay {
     /// Tracks the socket tasks, which axum's graceful shutdown alone does not wait for.
     sockets: TaskTracker,
     metrics: Arc<Metrics>,
+    /// Verifies tokens when `jwt_secret` is set.
+    auth: Option<Authenticator>,
 }
 
 /// Why [`run`] stopped with an error.
@@ -140,12 +149,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let (history, store) = open_history(&config)?;
+    let auth = config.jwt_secret.as_deref().map(Authenticator::new);
     let relay = Arc::new(Relay {
         room: Arc::new(Room::new(config.queue_capacity, history, store)),
         config,
         shutdown: CancellationToken::new(),
         sockets: TaskTracker::new(),
         metrics: Arc::new(Metrics::new()),
+        auth,
     });
     tracing::info!(address = %listener.local_addr()?, static_dir = ?relay.config.static_dir, "listening");
     let app = routes::router(Arc::clone(&relay));

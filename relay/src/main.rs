@@ -78,6 +78,11 @@ struct Args {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Require an HS256 JSON Web Token signed with this secret on every connection (`?token=`
+    /// or the subprotocol `wschat.token.<token>`); messages then carry the token's `name` (or
+    /// `sub`). Prefer the environment variable to keep the secret out of process listings.
+    #[arg(long, env = "WSCHAT_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
 }
 
 #[tokio::main]
@@ -115,6 +120,7 @@ async fn main() -> std::io::Result<()> {
         rate: RateLimit { per_second: args.rate, burst: args.burst },
         max_strikes: args.max_strikes,
         flood_after: Duration::from_secs(args.flood_after),
+        jwt_secret: args.jwt_secret,
         allowed_origins: if args.allowed_origins.is_empty() {
             Config::default().allowed_origins
         } else {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Request, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
@@ -44,9 +44,10 @@ async fn upgrade(
     socket: WebSocketUpgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(relay): State<Arc<Relay>>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    accept(socket, peer, relay, &headers)
+    accept(socket, peer, relay, &uri, &headers)
 }
 
 async fn root(
@@ -56,8 +57,7 @@ async fn root(
     request: Request,
 ) -> Response {
     if let Ok(socket) = socket {
-        let headers = request.headers().clone();
-        return accept(socket, peer, relay, &headers);
+        return accept(socket, peer, relay, request.uri(), request.headers());
     }
     match &relay.config.static_dir {
         Some(dir) => {
@@ -75,6 +75,7 @@ fn accept(
     socket: WebSocketUpgrade,
     peer: SocketAddr,
     relay: Arc<Relay>,
+    uri: &Uri,
     headers: &HeaderMap,
 ) -> Response {
     if let Err(origin) = origin::check(headers, &relay.config.allowed_origins) {
@@ -83,6 +84,15 @@ fn accept(
         let body = format!("origin {origin} is not allowed to connect (see --allow-origin)\n");
         return (StatusCode::FORBIDDEN, body).into_response();
     }
+    let identity = match relay.auth.as_ref().map(|auth| auth.identify(uri, headers)) {
+        None => None,
+        Some(Ok(name)) => Some(name),
+        Some(Err(error)) => {
+            tracing::warn!(%peer, %error, "refused a handshake: not authenticated");
+            crate::metrics::count(&relay.metrics.handshakes_rejected, "unauthorized");
+            return (StatusCode::UNAUTHORIZED, format!("{error}\n")).into_response();
+        }
+    };
     // A client that asks for `wschat.v1` gets it; one that asks for nothing speaks the tutorial's
     // plain JSON.
     let socket = socket.protocols([SUBPROTOCOL]);
@@ -109,7 +119,8 @@ fn accept(
     socket.max_message_size(config.max_message_size).on_upgrade(move |socket| {
         let room = Arc::clone(&relay.room);
         let metrics = Arc::clone(&relay.metrics);
-        let task = connection::serve(socket, peer, mode, room, membership, guard, metrics);
+        let client = connection::ClientInfo { peer, mode, identity };
+        let task = connection::serve(socket, client, room, membership, guard, metrics);
         relay.sockets.track_future(task)
     })
 }
