@@ -10,6 +10,7 @@
 //! - `auth` verifies the optional JSON Web Tokens and says whose name a client speaks under.
 //! - `origin` checks the handshake's Origin against the allowlist.
 //! - `rate` is the per-connection token bucket behind the message rate limit.
+//! - `tls` serves `https://`/`wss://` with rustls when given a certificate.
 //! - `history` numbers messages and keeps the last N for clients that catch up; it answers every
 //!   client, from memory.
 //! - `store` mirrors that history in a redb file under `--data-dir`, so the epoch, the seqs and
@@ -24,6 +25,7 @@ mod rate;
 mod room;
 mod routes;
 mod store;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,10 +42,12 @@ use crate::history::History;
 use crate::metrics::Metrics;
 use crate::room::Room;
 use crate::store::{HistoryStore, Store};
+use crate::tls::TlsListener;
 
 pub use connection::Heartbeat;
 pub use rate::RateLimit;
 pub use store::{StoreError, HISTORY_FILE};
+pub use tls::{TlsError, TlsFiles};
 pub use wschat_protocol::limits::MessageLimits;
 
 /// How the relay behaves. [`Config::default`] gives the documented defaults.
@@ -82,6 +86,9 @@ pub struct Config {
     /// Browser origins allowed to connect besides the relay's own (`*`: any); others get 403.
     /// Default: the dev server's, `http://127.0.0.1:8080` and `http://localhost:8080`.
     pub allowed_origins: Vec<String>,
+    /// Serve `https://` and `wss://` with this certificate and key (PEM). Default: none (plain
+    /// HTTP, e.g. behind a TLS-terminating proxy).
+    pub tls: Option<TlsFiles>,
     /// With a secret, every handshake needs an HS256 token signed with it (`?token=` or the
     /// subprotocol `wschat.token.<token>`), and messages carry the token's name. Default: none.
     pub jwt_secret: Option<String>,
@@ -106,6 +113,7 @@ impl Default for Config {
             max_connections: 10_000,
             allowed_origins: origin::default_allowlist(),
             jwt_secret: None,
+            tls: None,
         }
     }
 }
@@ -129,6 +137,9 @@ pub enum RunError {
     /// The history in `data_dir` could not be opened; nothing was served.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The TLS certificate or key could not be used; nothing was served.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The listener failed.
     #[error("the listener failed: {0}")]
     Io(#[from] std::io::Error),
@@ -148,6 +159,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let (history, store) = open_history(&config)?;
     let auth = config.jwt_secret.as_deref().map(Authenticator::new);
     let relay = Arc::new(Relay {
@@ -158,16 +170,25 @@ pub async fn run(
         metrics: Arc::new(Metrics::new()),
         auth,
     });
-    tracing::info!(address = %listener.local_addr()?, static_dir = ?relay.config.static_dir, "listening");
-    let app = routes::router(Arc::clone(&relay));
+    let scheme = if acceptor.is_some() { "https/wss" } else { "http/ws" };
+    tracing::info!(address = %listener.local_addr()?, scheme, static_dir = ?relay.config.static_dir, "listening");
+    let app =
+        routes::router(Arc::clone(&relay)).into_make_service_with_connect_info::<SocketAddr>();
     let stop = relay.shutdown.clone();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            stop.cancel();
-        })
-        .await?;
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    };
+    match acceptor {
+        // `tap_io` only to reach axum's `ConnectInfo<SocketAddr>` support for any listener.
+        Some(acceptor) => {
+            let listener =
+                axum::serve::ListenerExt::tap_io(TlsListener::new(listener, acceptor), |_| {});
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
+    }
     relay.sockets.close();
     relay.sockets.wait().await;
     relay.room.close_store();

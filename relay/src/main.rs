@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use wschat_relay::{Config, Heartbeat, MessageLimits, RateLimit, RunError};
+use wschat_relay::{Config, Heartbeat, MessageLimits, RateLimit, RunError, TlsFiles};
 
 /// Relays chat messages between WebSocket clients: the wschat app and the tutorial's client.
 #[derive(Debug, Parser)]
@@ -83,6 +83,12 @@ struct Args {
     /// `sub`). Prefer the environment variable to keep the secret out of process listings.
     #[arg(long, env = "WSCHAT_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Serve https:// and wss:// with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "WSCHAT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert.
+    #[arg(long, env = "WSCHAT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -121,6 +127,7 @@ async fn main() -> std::io::Result<()> {
         max_strikes: args.max_strikes,
         flood_after: Duration::from_secs(args.flood_after),
         jwt_secret: args.jwt_secret,
+        tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
         allowed_origins: if args.allowed_origins.is_empty() {
             Config::default().allowed_origins
         } else {
@@ -133,6 +140,11 @@ async fn main() -> std::io::Result<()> {
         // The error names the data directory or the history file.
         Err(RunError::Store(error)) => {
             tracing::error!(%error, "cannot load the history");
+            std::process::exit(2);
+        }
+        // The error names the file or what rustls refused.
+        Err(RunError::Tls(error)) => {
+            tracing::error!(%error, "cannot set up TLS");
             std::process::exit(2);
         }
         Err(RunError::Io(error)) => Err(error),

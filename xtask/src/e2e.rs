@@ -173,14 +173,17 @@ pub enum Scenario {
     ACutOffTabCatchesUp,
     /// Tab A is reloaded while its messages wait for the relay; none is lost.
     ReloadWithPendingMessages,
+    /// Markup sent by tab B (an XSS attempt) shows as text in tab A and runs nothing.
+    MarkupShowsAsText,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::TwoTabsChat,
         Self::SendWhileTheRelayIsDown,
         Self::ACutOffTabCatchesUp,
         Self::ReloadWithPendingMessages,
+        Self::MarkupShowsAsText,
     ];
 
     pub fn name(self) -> &'static str {
@@ -189,6 +192,7 @@ impl Scenario {
             Self::SendWhileTheRelayIsDown => "a message sent while the relay is down arrives once",
             Self::ACutOffTabCatchesUp => "a cut-off tab catches up on 20 messages",
             Self::ReloadWithPendingMessages => "a reload loses no pending message",
+            Self::MarkupShowsAsText => "an XSS payload shows as text and runs nothing",
         }
     }
 
@@ -204,6 +208,7 @@ impl Scenario {
                 Self::SendWhileTheRelayIsDown => send_while_the_relay_is_down(&mut session).await,
                 Self::ACutOffTabCatchesUp => a_cut_off_tab_catches_up(&session).await,
                 Self::ReloadWithPendingMessages => reload_with_pending_messages(&session).await,
+                Self::MarkupShowsAsText => markup_shows_as_text(&session).await,
             };
             session.close().await?;
             outcome
@@ -373,6 +378,25 @@ async fn reload_with_pending_messages(session: &Session) -> anyhow::Result<()> {
     client.switch_to_window(b).await?;
     let expected: Vec<(&str, &str)> = sent.iter().map(|text| (name_a.as_str(), *text)).collect();
     expect_list(client, "received-list", &expected).await.context("tab B receives each once")
+}
+
+async fn markup_shows_as_text(session: &Session) -> anyhow::Result<()> {
+    let client = &session.client;
+    let Tabs { a, b, name_b, .. } = open_two_tabs(session).await?;
+    let payload = r#"<img src=x onerror="alert('xss');document.title='pwned'"><script>document.title='pwned'</script>"#;
+    client.switch_to_window(b).await?;
+    type_and_send(client, payload).await?;
+    client.switch_to_window(a).await?;
+    // If the payload ran, its alert would be open now and this command would fail.
+    expect_list(client, "received-list", &[(&name_b, payload)]).await.context("tab A")?;
+    let script = "return [document.title,
+        document.querySelectorAll('[data-testid=received-list] img, [data-testid=received-list] script').length];";
+    let (title, elements): (String, usize) =
+        serde_json::from_value(client.execute(script, vec![]).await?)?;
+    if title != "wschat" || elements != 0 {
+        bail!("the payload was rendered: title {title:?}, {elements} img/script elements");
+    }
+    Ok(())
 }
 
 /// Waits until the sent list's entries have exactly these delivery states, in order.
