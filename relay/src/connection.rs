@@ -251,13 +251,22 @@ impl Reader {
             let frame = match frame {
                 Ok(frame) => frame,
                 Err(error) => {
-                    if is_too_big(&error) {
-                        let limit = self.guard.max_message_size;
-                        self.close(
-                            CloseKind::TooBig,
-                            close_code::SIZE,
-                            format!("message too big: at most {limit} bytes"),
-                        );
+                    // Some read failures deserve the close code that says why (RFC 6455, 7.4.1).
+                    match socket_error(&error) {
+                        Some(tungstenite::Error::Capacity(_)) => {
+                            let limit = self.guard.max_message_size;
+                            self.close(
+                                CloseKind::TooBig,
+                                close_code::SIZE,
+                                format!("message too big: at most {limit} bytes"),
+                            );
+                        }
+                        Some(tungstenite::Error::Utf8(_)) => self.close(
+                            CloseKind::InvalidText,
+                            close_code::INVALID,
+                            "text frames must be valid UTF-8".to_owned(),
+                        ),
+                        _ => {}
                     }
                     return Err(ConnectionError::Read(error));
                 }
@@ -423,17 +432,17 @@ fn error_label(code: ErrorCode) -> &'static str {
     }
 }
 
-/// Whether a read failed because the message was over the size limit.
-fn is_too_big(error: &axum::Error) -> bool {
+/// The WebSocket protocol error behind a failed read, if that is what it was.
+fn socket_error(error: &axum::Error) -> Option<&tungstenite::Error> {
     use std::error::Error as _;
     let mut source = error.source();
     while let Some(error) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = error.downcast_ref::<tungstenite::Error>() {
-            return true;
+        if let Some(socket_error) = error.downcast_ref::<tungstenite::Error>() {
+            return Some(socket_error);
         }
         source = error.source();
     }
-    false
+    None
 }
 
 /// Milliseconds since the Unix epoch: the time stamped on each message.

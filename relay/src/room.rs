@@ -337,6 +337,8 @@ pub enum CloseKind {
     SlowConsumer,
     /// It sent a frame over the size limit.
     TooBig,
+    /// It sent a text frame that is not UTF-8.
+    InvalidText,
     /// It kept sending faster than the rate.
     Flood,
     /// It sent too many refused frames in a row.
@@ -350,6 +352,7 @@ impl CloseKind {
         match self {
             Self::SlowConsumer => "slow_consumer",
             Self::TooBig => "too_big",
+            Self::InvalidText => "invalid_text",
             Self::Flood => "flood",
             Self::Strikes => "strikes",
         }
