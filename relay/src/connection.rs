@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -23,7 +22,7 @@ use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 use crate::history::Posted;
 use crate::metrics::{count, Metrics};
 use crate::rate::{RateLimit, TokenBucket};
-use crate::room::{CloseKind, Evicted, Membership, Mode, RelayClose, Room};
+use crate::room::{CloseKind, Evicted, Membership, Mode, OutboundQueue, RelayClose, Room};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
 /// that stopped reading may never take the frame, so both waits are bounded.
@@ -456,7 +455,7 @@ fn now_ms() -> u64 {
 /// interval and gives up on it when it stays silent past the timeout.
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
-    mut outbound: mpsc::Receiver<Message>,
+    mut outbound: OutboundQueue,
     stop: CancellationToken,
     eviction: Arc<OnceLock<RelayClose>>,
     heartbeat: Heartbeat,

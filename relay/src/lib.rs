@@ -59,6 +59,9 @@ pub struct Config {
     /// How many frames may wait for one client before it counts as not reading and is evicted.
     /// Default 256: far more than a chat burst, small enough to bound memory per client.
     pub queue_capacity: usize,
+    /// How many bytes of text may wait for one client before it is evicted the same way.
+    /// Default 4 MiB: 64 full-size messages, a burst no reading client falls behind.
+    pub queue_bytes: usize,
     /// The largest message a client may send, in bytes; larger ones close the connection (1009).
     /// Default 64 KiB.
     pub max_message_size: usize,
@@ -99,6 +102,7 @@ impl Default for Config {
         Self {
             static_dir: None,
             queue_capacity: 256,
+            queue_bytes: 4 * 1024 * 1024,
             max_message_size: 64 * 1024,
             history_limit: 1000,
             data_dir: None,
@@ -163,7 +167,9 @@ pub async fn run(
     let (history, store) = open_history(&config)?;
     let auth = config.jwt_secret.as_deref().map(Authenticator::new);
     let relay = Arc::new(Relay {
-        room: Arc::new(Room::new(config.queue_capacity, history, store)),
+        room: Arc::new(
+            Room::new(config.queue_capacity, history, store).with_queue_bytes(config.queue_bytes),
+        ),
         config,
         shutdown: CancellationToken::new(),
         sockets: TaskTracker::new(),

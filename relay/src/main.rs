@@ -23,6 +23,9 @@ struct Args {
     #[arg(long, env = "WSCHAT_QUEUE_CAPACITY", default_value_t = Config::default().queue_capacity,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     queue_capacity: usize,
+    /// Bytes of text that may wait for one client before it is evicted as not reading.
+    #[arg(long, env = "WSCHAT_QUEUE_BYTES", default_value_t = Config::default().queue_bytes)]
+    queue_bytes: usize,
     /// Largest message a client may send, in bytes.
     #[arg(long, env = "WSCHAT_MAX_MESSAGE_SIZE", default_value_t = Config::default().max_message_size)]
     max_message_size: usize,
@@ -112,6 +115,7 @@ async fn main() -> std::io::Result<()> {
     let config = Config {
         static_dir: args.static_dir,
         queue_capacity: args.queue_capacity,
+        queue_bytes: args.queue_bytes,
         max_message_size: args.max_message_size,
         history_limit: args.history_limit,
         data_dir: args.data_dir,

@@ -6,7 +6,7 @@
 //! the live ones that follow.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::ws::{CloseFrame, Message};
@@ -50,6 +50,34 @@ struct Member {
     /// Why the room stopped the client, when it did (read by the writer to pick the close code).
     eviction: Arc<OnceLock<RelayClose>>,
     mode: Mode,
+    /// Bytes of text waiting in `outbound`; the writer subtracts what it takes.
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Member {
+    /// Queues `frame` unless that would pass the queue's frame or byte bound; false when it
+    /// would (the member is not reading fast enough).
+    fn offer(&self, frame: Message, byte_limit: usize) -> bool {
+        let size = frame_bytes(&frame);
+        if self.queued_bytes.load(Ordering::Relaxed) + size > byte_limit {
+            return false;
+        }
+        if self.outbound.try_send(frame).is_err() {
+            return false;
+        }
+        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        true
+    }
+}
+
+/// The bytes a frame counts for in a queue's byte bound: its text.
+#[must_use]
+pub fn frame_bytes(frame: &Message) -> usize {
+    match frame {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) => bytes.len(),
+        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => 0,
+    }
 }
 
 /// A client's place in the room: leaves the room when dropped, however the connection ends
@@ -78,11 +106,32 @@ pub struct Membership {
     /// Keeps the client in the room until dropped.
     pub seat: Seat,
     /// Frames to write to this client's socket.
-    pub outbound: mpsc::Receiver<Message>,
+    pub outbound: OutboundQueue,
     /// Cancelled when the connection must close: relay shutdown or eviction.
     pub stop: CancellationToken,
     /// Set (before `stop` is cancelled) when the room evicted this client.
     pub eviction: Arc<OnceLock<RelayClose>>,
+}
+
+/// The receiving end of a client's outbound queue, which keeps the byte count right.
+pub struct OutboundQueue {
+    frames: mpsc::Receiver<Message>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl OutboundQueue {
+    /// The next frame to write; `None` once the room dropped the queue.
+    pub async fn recv(&mut self) -> Option<Message> {
+        let frame = self.frames.recv().await?;
+        self.bytes.fetch_sub(frame_bytes(&frame), Ordering::Relaxed);
+        Some(frame)
+    }
+
+    /// Frames still waiting.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
 }
 
 /// A client whose queue overflowed and which was therefore evicted.
@@ -97,6 +146,8 @@ struct State {
     store: Option<Box<dyn Store>>,
     /// The newest seq the store has: behind `history.latest_seq()` only after a failed write.
     saved_seq: u64,
+    /// Each client's outbound queue holds at most this many bytes of text.
+    queue_bytes: usize,
 }
 
 /// The connected clients and the conversation they share.
@@ -112,6 +163,9 @@ pub struct Room {
     next_id: AtomicU64,
     queue_capacity: usize,
 }
+
+/// The default byte bound of a client's outbound queue: no bound beyond the frame count.
+const UNBOUNDED_BYTES: usize = usize::MAX;
 
 impl Room {
     /// An empty room whose members each get an outbound queue of `queue_capacity` frames. New
@@ -129,6 +183,7 @@ impl Room {
                 saved_seq: history.latest_seq(),
                 history,
                 store,
+                queue_bytes: UNBOUNDED_BYTES,
             }),
             next_id: AtomicU64::new(1),
             queue_capacity,
@@ -161,14 +216,31 @@ impl Room {
         let (outbound, receiver) = mpsc::channel(self.queue_capacity);
         let stop = shutdown.child_token();
         let eviction = Arc::new(OnceLock::new());
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let member = Member {
+            outbound,
+            stop: stop.clone(),
+            eviction: Arc::clone(&eviction),
+            mode,
+            queued_bytes: Arc::clone(&queued_bytes),
+        };
         if mode == Mode::V1 {
-            // The queue is new and holds at least one frame: this cannot fail.
-            let _ = outbound.try_send(text(state.history.welcome().to_json()));
+            // The queue is new and holds at least one frame, and the byte bound is not applied to
+            // the welcome: this cannot fail.
+            let _ = member.offer(text(state.history.welcome().to_json()), usize::MAX);
         }
-        let member = Member { outbound, stop: stop.clone(), eviction: Arc::clone(&eviction), mode };
         state.members.insert(id, member);
         let seat = Seat { room: Arc::clone(self), id };
-        Some(Membership { seat, outbound: receiver, stop, eviction })
+        let outbound = OutboundQueue { frames: receiver, bytes: queued_bytes };
+        Some(Membership { seat, outbound, stop, eviction })
+    }
+
+    /// Bounds each client's outbound queue in bytes too: a client that falls this far behind is
+    /// evicted like one whose queue is full.
+    #[must_use]
+    pub fn with_queue_bytes(self, bytes: usize) -> Self {
+        self.lock().queue_bytes = bytes;
+        self
     }
 
     /// How many clients are connected.
@@ -209,7 +281,7 @@ impl Room {
                 (true, Mode::V1) => ack.clone(),
                 (false, mode) => frames.for_mode(mode),
             };
-            if member.outbound.try_send(frame).is_err() {
+            if !member.offer(frame, state.queue_bytes) {
                 evicted.push(Evicted(member_id));
             }
         }
@@ -286,7 +358,7 @@ impl State {
 
     fn queue(&mut self, id: ClientId, frame: Message) -> Result<(), Evicted> {
         let Some(member) = self.members.get(&id) else { return Ok(()) };
-        if member.outbound.try_send(frame).is_ok() {
+        if member.offer(frame, self.queue_bytes) {
             return Ok(());
         }
         self.evict(id);
@@ -411,7 +483,7 @@ mod tests {
         assert!(room.post(a.seat.id(), posted("1", "hi"), 0).is_empty());
         assert_eq!(b.outbound.recv().await, Some(tutorial_text("hi")));
         assert_eq!(c.outbound.recv().await, Some(tutorial_text("hi")));
-        assert!(a.outbound.try_recv().is_err());
+        assert!(a.outbound.frames.try_recv().is_err());
     }
 
     /// A v1 client is welcomed, gets an ack for its own message and the numbered message of others.
@@ -443,7 +515,7 @@ mod tests {
         room.post(a.seat.id(), posted("m1", "hi"), 8);
         let ack = ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: true };
         assert_eq!(a.outbound.recv().await, Some(text(ack.to_json())));
-        assert!(b.outbound.try_recv().is_err());
+        assert!(b.outbound.frames.try_recv().is_err());
     }
 
     /// Stands in for the history file: records the seqs of each write, and fails while told to.
@@ -549,6 +621,29 @@ mod tests {
         assert_eq!(reader.outbound.recv().await, Some(tutorial_text("y")));
         assert_eq!(room.len(), 2);
         assert!(!reader.stop.is_cancelled());
+    }
+
+    /// The byte bound evicts a member that falls too far behind even while its frame count is low,
+    /// and taking frames frees their bytes again.
+    #[tokio::test]
+    async fn the_byte_bound_evicts_too() {
+        let room =
+            Arc::new(Room::new(100, History::new("epoch".into(), 100), None).with_queue_bytes(120));
+        let shutdown = CancellationToken::new();
+        let sender = room.join(&shutdown, Mode::Tutorial);
+        let mut reader = room.join(&shutdown, Mode::Tutorial);
+        let stalled = room.join(&shutdown, Mode::Tutorial);
+        let frame_size = tutorial_text(&"x".repeat(20)).to_text().unwrap().len();
+        assert!(frame_size * 2 <= 120 && frame_size * 3 > 120, "{frame_size}");
+        for n in 0..2 {
+            assert!(room
+                .post(sender.seat.id(), posted(&n.to_string(), &"x".repeat(20)), 0)
+                .is_empty());
+            reader.outbound.recv().await.unwrap();
+        }
+        let evicted = room.post(sender.seat.id(), posted("2", &"x".repeat(20)), 0);
+        assert_eq!(evicted, vec![Evicted(stalled.seat.id())], "the stalled one is 3 frames behind");
+        assert!(reader.outbound.recv().await.is_some(), "the reader keeps up and stays");
     }
 
     /// Shutting the relay down stops every member.
