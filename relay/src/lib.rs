@@ -92,6 +92,9 @@ pub struct Config {
     /// Serve `https://` and `wss://` with this certificate and key (PEM). Default: none (plain
     /// HTTP, e.g. behind a TLS-terminating proxy).
     pub tls: Option<TlsFiles>,
+    /// Serve `/echo`, a bare echo socket for WebSocket conformance testing (Autobahn|Testsuite).
+    /// Never in production. Default: off.
+    pub echo: bool,
     /// With a secret, every handshake needs an HS256 token signed with it (`?token=` or the
     /// subprotocol `wschat.token.<token>`), and messages carry the token's name. Default: none.
     pub jwt_secret: Option<String>,
@@ -118,6 +121,7 @@ impl Default for Config {
             allowed_origins: origin::default_allowlist(),
             jwt_secret: None,
             tls: None,
+            echo: false,
         }
     }
 }

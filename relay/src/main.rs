@@ -92,6 +92,10 @@ struct Args {
     /// The private key (PEM) for --tls-cert.
     #[arg(long, env = "WSCHAT_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve /echo, a bare echo socket for WebSocket conformance testing (scripts/autobahn.sh).
+    /// Not for production.
+    #[arg(long)]
+    autobahn_echo: bool,
 }
 
 #[tokio::main]
@@ -131,6 +135,7 @@ async fn main() -> std::io::Result<()> {
         max_strikes: args.max_strikes,
         flood_after: Duration::from_secs(args.flood_after),
         jwt_secret: args.jwt_secret,
+        echo: args.autobahn_echo,
         tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
         allowed_origins: if args.allowed_origins.is_empty() {
             Config::default().allowed_origins

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::Message;
 use axum::extract::{ConnectInfo, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +27,9 @@ pub(crate) fn router(relay: Arc<Relay>) -> Router {
         .route("/", any(root))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }));
+    if relay.config.echo {
+        router = router.route("/echo", any(echo));
+    }
     if let Some(dir) = &relay.config.static_dir {
         // Compressed on the fly: the wasm bundle shrinks to about a third over gzip.
         router = router.fallback_service(Compression::new(ServeDir::new(dir)));
@@ -39,6 +43,27 @@ async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(axum::http::header::CONTENT_TYPE, content_type)], relay.metrics.render()).into_response()
 }
+
+/// The conformance-test echo endpoint (`--autobahn-echo` only): every data frame comes back as
+/// it was, so Autobahn|Testsuite can exercise the WebSocket layer itself. No room, no limits but
+/// the frame size.
+async fn echo(socket: WebSocketUpgrade) -> Response {
+    socket.max_message_size(ECHO_MAX_MESSAGE).on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            let reply = match message {
+                Message::Text(_) | Message::Binary(_) => message,
+                // tungstenite answers pings and the closing handshake by itself.
+                Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
+            };
+            if socket.send(reply).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// The largest message the echo endpoint takes: Autobahn's biggest cases send 16 MiB.
+const ECHO_MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 async fn upgrade(
     socket: WebSocketUpgrade,

@@ -54,6 +54,11 @@ pub fn run_all() -> anyhow::Result<()> {
         Err(error) => report.record("browser tests: start a relay", Err(error), Duration::ZERO),
     }
 
+    // Skips itself (and says so) where Python 2.7 is missing.
+    report.stage("WebSocket conformance (Autobahn|Testsuite)", || {
+        run(Command::new("bash").arg("scripts/autobahn.sh"))
+    });
+
     let dist = process::workspace_root().join("target/e2e-dist");
     let built = report.stage("release build (trunk build --release)", || build_release(&dist));
     for browser in Browser::ALL {
