@@ -4,8 +4,9 @@
 //! The text is valid UTF-8 by construction (WebSocket text frames must be; the relay's socket
 //! layer closes a connection that sends anything else with 1007). On top of that:
 //! - `source`: not blank, at most [`MessageLimits::max_source_chars`] characters, no control
-//!   characters at all (a name is one line);
-//! - `content`: not blank, at most [`MessageLimits::max_content_chars`] characters, no control
+//!   characters at all (a name is one line) and no bidirectional controls (U+202A–U+202E,
+//!   U+2066–U+2069), with which one name could be made to read as another;
+//! - `content`: not blank (whitespace and zero-width characters alone count as blank), at most [`MessageLimits::max_content_chars`] characters, no control
 //!   characters except line feed, carriage return and tab (multi-line messages are fine; NUL,
 //!   escape sequences and the like are refused rather than passed on to other people's screens).
 //!
@@ -38,6 +39,15 @@ impl MessageLimits {
     /// [`ErrorCode::TooLong`] for fields over the limits.
     pub fn check(&self, source: &str, content: &str) -> Result<(), WireError> {
         check_field("source", source, self.max_source_chars, ErrorCode::SourceInvalid, |_| false)?;
+        if let Some(bidi) = source.chars().find(|&c| is_bidi_control(c)) {
+            return Err(WireError::new(
+                ErrorCode::SourceInvalid,
+                format_args!(
+                    "the source contains the bidirectional control U+{:04X}",
+                    u32::from(bidi)
+                ),
+            ));
+        }
         check_field("content", content, self.max_content_chars, ErrorCode::ContentInvalid, |c| {
             matches!(c, '\n' | '\r' | '\t')
         })
@@ -51,7 +61,7 @@ fn check_field(
     invalid: ErrorCode,
     allowed_control: impl Fn(char) -> bool,
 ) -> Result<(), WireError> {
-    if value.trim().is_empty() {
+    if value.chars().all(|c| c.is_whitespace() || is_zero_width(c)) {
         return Err(WireError::new(invalid, format_args!("the {name} is empty")));
     }
     // Counting stops one past the limit: a huge field costs no more than a long one.
@@ -69,6 +79,16 @@ fn check_field(
         ));
     }
     Ok(())
+}
+
+/// Characters that take no space: a field of these alone shows as nothing.
+fn is_zero_width(c: char) -> bool {
+    matches!(c, '\u{200B}' | '\u{200C}' | '\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// Embedding, override and isolate controls, which reorder the text around them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -100,6 +120,9 @@ mod tests {
             ("a\u{7}", "hi", ErrorCode::SourceInvalid),
             ("ada", "", ErrorCode::ContentInvalid),
             ("ada", " \n\t ", ErrorCode::ContentInvalid),
+            ("ada", "\u{200b}\u{feff}", ErrorCode::ContentInvalid),
+            ("ada\u{202e}", "hi", ErrorCode::SourceInvalid),
+            ("\u{2066}ada", "hi", ErrorCode::SourceInvalid),
             ("ada", "nul \0 here", ErrorCode::ContentInvalid),
             ("ada", "escape \u{1b}[31m red", ErrorCode::ContentInvalid),
             ("ada", "delete \u{7f}", ErrorCode::ContentInvalid),

@@ -436,7 +436,6 @@ fn corpus() -> Vec<Case> {
         ("the noncharacter U+FFFF", "a\u{ffff}b"),
         ("the last code point U+10FFFF", "\u{10ffff}"),
         ("a byte order mark in the content", "\u{feff}hi"),
-        ("only a zero-width space", "\u{200b}"),
         ("a line separator", "one\u{2028}two"),
         ("private use", "\u{e000}\u{f8ff}"),
     ];
@@ -457,12 +456,18 @@ fn corpus() -> Vec<Case> {
         "a",
         "😀",
     ));
-    cases.push(accepted(
+    // Invisible only is blank, and a name cannot reorder itself to pass for another.
+    cases.push(refused(
+        "only zero-width characters",
+        Tutorial,
+        chat_json(r#""a""#, "\"\u{200b}\u{feff}\u{2060}\""),
+        ErrorCode::ContentInvalid,
+    ));
+    cases.push(refused(
         "a right-to-left override in the source",
         Tutorial,
         chat_json("\"ada\u{202e}\"", r#""hi""#),
-        "ada\u{202e}",
-        "hi",
+        ErrorCode::SourceInvalid,
     ));
     let emoji_name = "🎉".repeat(64);
     cases.push(accepted(
