@@ -2,6 +2,11 @@
 //! parameter names another relay. One build thus works behind `trunk serve`'s proxy, behind the
 //! relay's own static serving and behind TLS. A `token` query parameter (for a relay started with
 //! `--jwt-secret`) is passed on to the socket.
+//!
+//! Debug builds (under `trunk serve`) default to the relay on the tutorial's port instead
+//! (`WSCHAT_DEV_RELAY` in `.cargo/config.toml`): Trunk's WebSocket proxy does not pass the
+//! `wschat.v1` subprotocol on, so the page talks to the relay directly, which allows the dev
+//! server's origin.
 
 /// The path the relay serves its socket on.
 pub const SOCKET_PATH: &str = "/ws";
@@ -52,10 +57,12 @@ pub fn for_current_page() -> String {
         .ok()
         .and_then(|search| web_sys::UrlSearchParams::new_with_str(&search).ok());
     let parameter = |name| params.as_ref().and_then(|params| params.get(name));
+    let dev_relay = if cfg!(debug_assertions) { option_env!("WSCHAT_DEV_RELAY") } else { None };
+    let relay = parameter("relay").or_else(|| dev_relay.map(str::to_owned));
     let url = socket_url(
         &location.protocol().unwrap_or_default(),
         &location.host().unwrap_or_default(),
-        parameter("relay").as_deref(),
+        relay.as_deref(),
     );
     with_token(&url, parameter("token").as_deref())
 }
