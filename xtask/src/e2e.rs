@@ -216,6 +216,57 @@ impl Scenario {
     }
 }
 
+/// `trunk serve` (a debug build, on a free port) with a relay on another free port: the page
+/// connects to the relay and two tabs chat, as under `cargo xtask dev`.
+///
+/// # Errors
+/// What the user would have seen go wrong.
+pub fn dev_server(browser: Browser) -> anyhow::Result<()> {
+    let relay_port = process::free_port()?;
+    let page_port = process::free_port()?;
+    let page = format!("http://127.0.0.1:{page_port}");
+    let _relay = process::start_relay(relay_port, &["--allow-origin", &page])?;
+    let mut trunk = Background::spawn(
+        "trunk serve",
+        Command::new("trunk")
+            .args(["serve", "--port", &page_port.to_string(), "--no-autoreload", "--dist"])
+            .arg(process::workspace_root().join("target/dev-dist"))
+            .env("TRUNK_SKIP_VERSION_CHECK", "true")
+            // What a debug build connects to (.cargo/config.toml sets the default, port 5000).
+            .env("WSCHAT_DEV_RELAY", format!("ws://127.0.0.1:{relay_port}/ws"))
+            .stdout(std::process::Stdio::null()),
+    )?;
+    // The first debug build of the app can take a while on a cold machine.
+    process::wait_for_port_within(page_port, &mut trunk, Duration::from_secs(600))?;
+    block_on(async {
+        let (driver, webdriver) = browser.start_driver()?;
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(browser.capabilities()?)
+            .connect(&webdriver)
+            .await
+            .with_context(|| format!("cannot open a {} session", browser.name()))?;
+        let outcome = async {
+            client.goto(&format!("{page}/")).await?;
+            wait_for_status(&client, "connected").await.context("tab A under trunk serve")?;
+            let name_a = display_name(&client).await?;
+            let tab_b = client.new_window(true).await?.handle;
+            client.switch_to_window(tab_b).await?;
+            client.goto(&format!("{page}/")).await?;
+            wait_for_status(&client, "connected").await.context("tab B under trunk serve")?;
+            let tab_a = client.windows().await?.into_iter().next().context("tab A is gone")?;
+            client.switch_to_window(tab_a).await?;
+            type_and_send(&client, "through the dev server").await?;
+            let tab_b = client.windows().await?.pop().context("tab B is gone")?;
+            client.switch_to_window(tab_b).await?;
+            expect_list(&client, "received-list", &[(&name_a, "through the dev server")]).await
+        }
+        .await;
+        client.close().await.context("cannot end the WebDriver session")?;
+        drop(driver);
+        outcome
+    })
+}
+
 /// The same chat in Chromium, then a screenshot of tab B for the README.
 ///
 /// # Errors

@@ -143,11 +143,23 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// # Errors
 /// When the server exits first, or after a minute.
 pub fn wait_for_port(port: u16, server: &mut Background) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_for_port_within(port, server, Duration::from_secs(60))
+}
+
+/// Like [`wait_for_port`], with a deadline of `patience`.
+///
+/// # Errors
+/// When the server exits first, or after `patience`.
+pub fn wait_for_port_within(
+    port: u16,
+    server: &mut Background,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + patience;
     while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
         server.check_running()?;
         if Instant::now() > deadline {
-            bail!("{} did not listen on port {port} within a minute", server.name);
+            bail!("{} did not listen on port {port} within {patience:?}", server.name);
         }
         std::thread::sleep(Duration::from_millis(50));
     }

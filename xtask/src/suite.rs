@@ -59,6 +59,10 @@ pub fn run_all() -> anyhow::Result<()> {
         run(Command::new("bash").arg("scripts/autobahn.sh"))
     });
 
+    report.stage("end-to-end, Chromium: two tabs under trunk serve (the dev server)", || {
+        e2e::dev_server(Browser::Chromium)
+    });
+
     let dist = process::workspace_root().join("target/e2e-dist");
     let built = report.stage("release build (trunk build --release)", || build_release(&dist));
     for browser in Browser::ALL {
