@@ -66,6 +66,18 @@ impl Browser {
         Ok((driver, format!("http://127.0.0.1:{port}")))
     }
 
+    /// Starts this browser's WebDriver server and opens a session on it. Close the session
+    /// before dropping the server, else the browser outlives it.
+    async fn open_session(self) -> anyhow::Result<(Background, Client)> {
+        let (driver, webdriver) = self.start_driver()?;
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(self.capabilities()?)
+            .connect(&webdriver)
+            .await
+            .with_context(|| format!("cannot open a {} session", self.name()))?;
+        Ok((driver, client))
+    }
+
     /// The capabilities of `webdriver.json` (shared with the wasm-bindgen tests), made headless.
     fn capabilities(self) -> anyhow::Result<serde_json::Map<String, Value>> {
         let text =
@@ -122,12 +134,7 @@ impl Session {
         relay_args: Vec<String>,
     ) -> anyhow::Result<Self> {
         let port = process::free_port()?;
-        let (driver, webdriver) = browser.start_driver()?;
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(browser.capabilities()?)
-            .connect(&webdriver)
-            .await
-            .with_context(|| format!("cannot open a {} session", browser.name()))?;
+        let (driver, client) = browser.open_session().await?;
         let mut session = Self {
             client,
             app_url: format!("http://127.0.0.1:{port}/"),
@@ -239,12 +246,7 @@ pub fn dev_server(browser: Browser) -> anyhow::Result<()> {
     // The first debug build of the app can take a while on a cold machine.
     process::wait_for_port_within(page_port, &mut trunk, Duration::from_secs(600))?;
     block_on(async {
-        let (driver, webdriver) = browser.start_driver()?;
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(browser.capabilities()?)
-            .connect(&webdriver)
-            .await
-            .with_context(|| format!("cannot open a {} session", browser.name()))?;
+        let (driver, client) = browser.open_session().await?;
         let outcome = async {
             client.goto(&format!("{page}/")).await?;
             wait_for_status(&client, "connected").await.context("tab A under trunk serve")?;
