@@ -24,7 +24,16 @@ const BATCH: usize = 40;
 /// When the browser or the relay cannot be driven; the counts themselves are reported, not judged.
 pub fn run(dist: &Path) -> anyhow::Result<()> {
     let data_dir = std::env::temp_dir().join(format!("wschat-soak-{}", std::process::id()));
-    let relay_args = vec!["--data-dir".to_owned(), data_dir.display().to_string()];
+    // The rate limit is lifted: a script typing 1,000 messages is a flood by the relay's default
+    // rules (10 a second, closed after 30 s held back), and the soak is about restarts.
+    let relay_args = vec![
+        "--data-dir".to_owned(),
+        data_dir.display().to_string(),
+        "--rate".to_owned(),
+        "100000".to_owned(),
+        "--burst".to_owned(),
+        "100000".to_owned(),
+    ];
     let outcome = e2e::block_on(async {
         let mut session = Session::start_with(Browser::Chromium, dist, relay_args).await?;
         let outcome = soak(&mut session).await;
