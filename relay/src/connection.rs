@@ -22,7 +22,9 @@ use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 use crate::history::Posted;
 use crate::metrics::{count, Metrics};
 use crate::rate::{RateLimit, TokenBucket};
-use crate::room::{CloseKind, Evicted, Membership, Mode, OutboundQueue, RelayClose, Room};
+use crate::room::{
+    frame_bytes, CloseKind, Evicted, Membership, Mode, OutboundQueue, RelayClose, Room,
+};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
 /// that stopped reading may never take the frame, so both waits are bounded.
@@ -271,7 +273,7 @@ impl Reader {
                 }
             };
             self.heard.record();
-            self.metrics.bytes_in.inc_by(data_len(&frame));
+            self.metrics.bytes_in.inc_by(frame_bytes(&frame) as u64);
             let refusal = match frame {
                 Message::Text(text) => {
                     if self.throttle(&mut bucket, &mut throttled_since).await.is_err() {
@@ -409,16 +411,6 @@ impl Reader {
     }
 }
 
-/// The size of a data frame's payload (0 for control frames).
-fn data_len(frame: &Message) -> u64 {
-    let len = match frame {
-        Message::Text(text) => text.len(),
-        Message::Binary(bytes) => bytes.len(),
-        Message::Ping(_) | Message::Pong(_) | Message::Close(_) => 0,
-    };
-    len as u64
-}
-
 /// The metric label of an error code (its wire name).
 fn error_label(code: ErrorCode) -> &'static str {
     match code {
@@ -473,7 +465,7 @@ async fn write(
                 Some(frame) => {
                     metrics.queue_depth.observe(outbound.len() as f64);
                     metrics.frames_out.inc();
-                    metrics.bytes_out.inc_by(data_len(&frame));
+                    metrics.bytes_out.inc_by(frame_bytes(&frame) as u64);
                     frame
                 }
                 // The room dropped our queue: we were evicted and `stop` is cancelled as well.

@@ -70,7 +70,8 @@ impl Member {
     }
 }
 
-/// The bytes a frame counts for in a queue's byte bound: its text.
+/// The bytes of a frame's payload, as the queue bound and the metrics count them (0 for control
+/// frames).
 #[must_use]
 pub fn frame_bytes(frame: &Message) -> usize {
     match frame {

@@ -76,16 +76,21 @@ pub async fn send(client: &mut Client, message: &ChatMessage) {
     client.send(Message::text(message.to_json())).await.unwrap();
 }
 
-/// The next data frame a client receives, decoded.
-pub async fn next_frame(client: &mut Client) -> RelayFrame {
+/// The next text frame a client receives, skipping pings and pongs.
+async fn next_text(client: &mut Client) -> String {
     loop {
         let frame = tokio::time::timeout(PATIENCE, client.next()).await.unwrap().unwrap().unwrap();
         match frame {
-            Message::Text(text) => return RelayFrame::from_json(&text).unwrap(),
+            Message::Text(text) => return text.to_string(),
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected a text frame, got {other:?}"),
         }
     }
+}
+
+/// The next data frame a client receives, decoded.
+pub async fn next_frame(client: &mut Client) -> RelayFrame {
+    RelayFrame::from_json(&next_text(client).await).unwrap()
 }
 
 pub async fn next_chat(client: &mut Client) -> ChatMessage {
@@ -113,14 +118,7 @@ pub async fn send_v1(client: &mut Client, frame: &ClientFrame) {
 
 /// The next v1 frame a client receives, decoded.
 pub async fn next_v1(client: &mut Client) -> ServerFrame {
-    loop {
-        let frame = tokio::time::timeout(PATIENCE, client.next()).await.unwrap().unwrap().unwrap();
-        match frame {
-            Message::Text(text) => return ServerFrame::from_json(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
+    ServerFrame::from_json(&next_text(client).await).unwrap()
 }
 
 /// Asks for the stored messages after `after_seq`; returns them and the answer's `complete`.
