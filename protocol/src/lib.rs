@@ -114,6 +114,9 @@ pub enum ErrorCode {
     ContentInvalid,
     /// The `source` or the `content` is longer than the relay accepts.
     TooLong,
+    /// The relay cannot store messages right now (its disk or its database is failing): the
+    /// message was not taken; send it again later.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -129,6 +132,21 @@ impl ErrorCode {
             Self::SourceInvalid => "the source (the sender's name) is not acceptable",
             Self::ContentInvalid => "the message content is not acceptable",
             Self::TooLong => "the message is too long",
+            Self::Unavailable => "the relay cannot store messages right now; try again shortly",
+        }
+    }
+
+    /// The wire name, e.g. `"invalid_json"` (also the relay's metric label).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidMessage => "invalid_message",
+            Self::BinaryFrame => "binary_frame",
+            Self::SourceInvalid => "source_invalid",
+            Self::ContentInvalid => "content_invalid",
+            Self::TooLong => "too_long",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -260,6 +278,23 @@ mod tests {
             let error = ChatMessage::from_json(text).unwrap_err();
             assert_eq!(error.code, ErrorCode::InvalidMessage, "{text}");
             assert!(error.message.contains(detail), "{text}: {error}");
+        }
+    }
+
+    /// `as_str` spells every code as serde does on the wire.
+    #[test]
+    fn wire_names_match_serde() {
+        use ErrorCode::*;
+        for code in [
+            InvalidJson,
+            InvalidMessage,
+            BinaryFrame,
+            SourceInvalid,
+            ContentInvalid,
+            TooLong,
+            Unavailable,
+        ] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
         }
     }
 

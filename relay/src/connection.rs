@@ -300,7 +300,7 @@ impl Reader {
                 continue;
             };
             warn!(code = ?refusal.error.code, error = %refusal.error.message, "refused a frame");
-            count(&self.metrics.frames_refused, error_label(refusal.error.code));
+            count(&self.metrics.frames_refused, refusal.error.code.as_str());
             if self.room.send_to(self.id, refusal.into_frame(self.mode)).is_err() {
                 // This client's own queue is full; the writer closes the connection with the reason.
                 debug!("evicted while answering a refused frame");
@@ -408,18 +408,6 @@ impl Reader {
             debug!(other, "evicted a slow consumer while relaying");
         }
         None
-    }
-}
-
-/// The metric label of an error code (its wire name).
-fn error_label(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::InvalidJson => "invalid_json",
-        ErrorCode::InvalidMessage => "invalid_message",
-        ErrorCode::BinaryFrame => "binary_frame",
-        ErrorCode::SourceInvalid => "source_invalid",
-        ErrorCode::ContentInvalid => "content_invalid",
-        ErrorCode::TooLong => "too_long",
     }
 }
 

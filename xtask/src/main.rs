@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = process::workspace_root();
     std::env::set_current_dir(&root).context("cannot enter the workspace root")?;
-    process::put_cargo_bin_on_path();
+    process::put_tools_on_path();
     match cli.command {
         Command::Setup { browsers } => {
             setup::ensure(if browsers { Toolset::Test } else { Toolset::Build })

@@ -16,12 +16,18 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Puts `$CARGO_HOME/bin` first on PATH, where `cargo install` puts Trunk and the drivers.
-pub fn put_cargo_bin_on_path() {
+/// Where `cargo xtask setup` installs the tools from npm (wasm-opt).
+pub fn npm_tools_bin() -> PathBuf {
+    workspace_root().join("xtask/npm/node_modules/.bin")
+}
+
+/// Puts the npm tools, then `$CARGO_HOME/bin` (where `cargo install` puts Trunk and the drivers),
+/// first on PATH.
+pub fn put_tools_on_path() {
     let cargo_home = std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
     });
-    let mut paths = vec![cargo_home.join("bin")];
+    let mut paths = vec![npm_tools_bin(), cargo_home.join("bin")];
     paths.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
     let path = std::env::join_paths(paths).expect("PATH entries contain no separator");
     // Set once, at start-up, before any thread exists.

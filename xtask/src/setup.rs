@@ -13,6 +13,9 @@ use crate::process::{cargo, output_of, run};
 const TRUNK_VERSION: &str = "0.21.14";
 /// The last geckodriver verified with the Firefox ESR here.
 const GECKODRIVER_VERSION: &str = "0.37.1";
+/// As `wasm-opt --version` prints it; Trunk.toml's `[tools] wasm_opt` pins the same, so Trunk
+/// refuses any other (Debian's binaryen 108 silently breaks release builds).
+const WASM_OPT_VERSION: &str = "version_132";
 /// Debian's packages for the browser tests.
 const BROWSER_PACKAGES: [&str; 3] = ["chromium", "chromium-driver", "firefox-esr"];
 
@@ -30,21 +33,49 @@ pub enum Toolset {
 /// # Errors
 /// When an install fails.
 pub fn ensure(toolset: Toolset) -> anyhow::Result<()> {
+    // apt waits on the network while cargo keeps both cores busy: run them side by side.
+    let browsers = (toolset == Toolset::Test)
+        .then(|| std::thread::spawn(|| ensure_debian_packages(&BROWSER_PACKAGES)));
+    let tools = ensure_build_tools(toolset);
+    if let Some(browsers) = browsers {
+        browsers.join().map_err(|_| anyhow::anyhow!("the apt-get thread panicked"))??;
+    }
+    tools?;
+    // Trunk builds offline (it must never download tools), so the crates must already be here.
+    run(cargo().args(["fetch", "--quiet"]))
+}
+
+fn ensure_build_tools(toolset: Toolset) -> anyhow::Result<()> {
     ensure_wasm_target()?;
+    ensure_npm_tools()?;
     ensure_cargo_tool("trunk", &["--locked", "trunk", "--version", TRUNK_VERSION], TRUNK_VERSION)?;
     let bindgen = locked_wasm_bindgen_version()?;
     // Not --locked: wasm-bindgen-cli's own lock file pins a crate version the registry lacks here.
     ensure_cargo_tool("wasm-bindgen", &["wasm-bindgen-cli", "--version", &bindgen], &bindgen)?;
     if toolset == Toolset::Test {
-        ensure_debian_packages(&BROWSER_PACKAGES)?;
         ensure_cargo_tool(
             "geckodriver",
             &["--locked", "geckodriver", "--version", GECKODRIVER_VERSION],
             GECKODRIVER_VERSION,
         )?;
     }
-    // Trunk builds offline (it must never download tools), so the crates must already be here.
-    run(cargo().args(["fetch", "--quiet"]))
+    Ok(())
+}
+
+/// The tools from npm (`xtask/npm/package.json`, pinned by its lock file): wasm-opt from a
+/// current binaryen. Its `.bin` is put on PATH by [`crate::process::put_tools_on_path`].
+fn ensure_npm_tools() -> anyhow::Result<()> {
+    let wasm_opt = output_of(Command::new("wasm-opt").arg("--version")).unwrap_or_default();
+    if wasm_opt.contains(WASM_OPT_VERSION) && crate::process::npm_tools_bin().exists() {
+        return Ok(());
+    }
+    println!(
+        "wasm-opt {WASM_OPT_VERSION} is missing (found: {:?}); installing it",
+        wasm_opt.trim()
+    );
+    run(Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+        .arg(crate::process::workspace_root().join("xtask/npm")))
 }
 
 fn ensure_wasm_target() -> anyhow::Result<()> {
@@ -65,7 +96,15 @@ fn ensure_cargo_tool(binary: &str, install_args: &[&str], version: &str) -> anyh
         return Ok(());
     }
     println!("{binary} {version} is missing (found: {first_line:?}); installing it");
-    run(cargo().arg("install").args(install_args))
+    // The tools' own release profiles ask for fat LTO and one codegen unit: minutes of build time
+    // on two cores for a speed nobody notices in a build tool. One target directory lets the
+    // three tools share the dependencies they have in common.
+    run(cargo()
+        .arg("install")
+        .args(install_args)
+        .env("CARGO_PROFILE_RELEASE_LTO", "off")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+        .env("CARGO_TARGET_DIR", crate::process::workspace_root().join("target/tools")))
 }
 
 /// The `wasm-bindgen` version in Cargo.lock: the CLI must match it exactly.
