@@ -2,8 +2,10 @@
 //!
 //! - [`chat_socket`]: the reactive WebSocket service (connection state, message logs, `send`),
 //!   created once at the root and provided through context.
+//! - [`session`]: what each frame from the relay means for the outbox and the conversation.
 //! - [`connection`]: the connection's states and when to retry, as a plain state machine.
-//! - [`conversation`]: the received messages, once each, in the relay's order.
+//! - [`heartbeat`]: when to ping the relay and when silence means the connection is dead.
+//! - [`conversation`]: the received messages, once each, in the relay's order, in pages.
 //! - [`outbox`]: the messages not yet acknowledged by the relay, re-sent after a drop or a reload.
 //! - [`reconnect`]: when to reconnect after the socket closes (capped back-off with full jitter).
 //! - [`relay_url`]: where the socket connects (the page's own origin unless `?relay=` says otherwise).
@@ -13,8 +15,10 @@ pub mod chat_socket;
 pub mod components;
 pub mod connection;
 pub mod conversation;
+pub mod heartbeat;
 pub mod outbox;
 pub mod reconnect;
 pub mod relay_url;
+pub mod session;
 
 pub use components::app::App;

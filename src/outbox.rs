@@ -10,14 +10,17 @@
 //!
 //! The outbox is bounded by the messages not yet delivered ([`Outbox::capacity`]); when that many
 //! are waiting, [`Outbox::push`] refuses instead of dropping anything. Delivered entries stay (the
-//! page can show their tick) until the owner prunes them with [`Outbox::prune_delivered`],
-//! typically just before saving.
+//! page can show their tick) until the owner prunes them with [`Outbox::prune_delivered`].
 //!
-//! What localStorage holds is [`Outbox::to_json`]: snake_case field names like the wire protocol,
-//! and the state tagged by `kind`:
+//! The outbox is saved in two parts, so that a burst of acks does not rewrite the delivered
+//! history again and again: [`Outbox::undelivered_json`] (what must survive a reload, small,
+//! saved whenever it changes) and [`Outbox::delivered_json`] (only for display, saved lazily).
+//! [`Outbox::take_changes`] says which part changed. Both are a JSON array of entries with
+//! snake_case field names like the wire protocol; `seq` marks a delivered message and `failed`
+//! a refused one:
 //!
 //! ```json
-//! {"capacity":100,"entries":[{"id":"6f1c…","source":"ann","content":"hi","created_at_ms":1700000000000,"state":{"kind":"delivered","seq":42}}]}
+//! [{"id":"6f1c…","source":"ann","content":"hi","created_at_ms":1700000000000,"seq":42}]
 //! ```
 //!
 //! Lookups by id are linear scans: the outbox holds the undelivered messages of one tab plus what
@@ -30,7 +33,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_CAPACITY: usize = 100;
 
 /// One message this tab sent, with how far its delivery got.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage {
     /// Client-made UUID text, unique per message; the relay deduplicates re-sends by it.
     pub id: String,
@@ -63,10 +66,8 @@ impl OutgoingMessage {
     }
 }
 
-/// How far a message's delivery got. Stored as `{"kind": "pending"}`, `{"kind": "sent"}`,
-/// `{"kind": "delivered", "seq": 42}` or `{"kind": "failed", "reason": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// How far a message's delivery got.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryState {
     /// Waiting to be written to the socket (for the first time, or again after a disconnect).
     Pending,
@@ -102,27 +103,83 @@ pub struct OutboxFull {
 }
 
 /// The messages this tab sent, in the order they were pushed, with their delivery states.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-// Deserialising goes through `StoredOutbox` so that no loaded message is ever left `Sent`.
-#[serde(from = "StoredOutbox")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outbox {
     capacity: usize,
     entries: Vec<OutgoingMessage>,
+    changes: OutboxChanges,
 }
 
-/// An outbox as stored, before its `Sent` messages are turned back into `Pending`.
-#[derive(Deserialize)]
-struct StoredOutbox {
-    capacity: usize,
-    entries: Vec<OutgoingMessage>,
+/// What changed in an [`Outbox`] since the last [`Outbox::take_changes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxChanges {
+    /// Messages were added or forgotten: the list itself changed.
+    pub list: bool,
+    /// Messages whose state changed, by id.
+    pub states: Vec<String>,
+    /// The undelivered messages changed: what [`Outbox::undelivered_json`] saves.
+    pub undelivered: bool,
+    /// The delivered messages changed: what [`Outbox::delivered_json`] saves.
+    pub delivered: bool,
 }
 
-impl From<StoredOutbox> for Outbox {
-    fn from(stored: StoredOutbox) -> Self {
-        let mut outbox = Self { capacity: stored.capacity, entries: stored.entries };
-        // Whether a message sent before the reload arrived is unknown: send it again.
-        outbox.on_disconnect();
-        outbox
+impl OutboxChanges {
+    /// Whether nothing changed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One entry as saved: the state is flat (`seq` or `failed`), which serde reads without
+/// buffering, unlike a tagged enum.
+#[derive(Serialize, Deserialize)]
+struct SavedMessage<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    content: std::borrow::Cow<'a, str>,
+    created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    failed: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> SavedMessage<'a> {
+    fn from_message(message: &'a OutgoingMessage) -> Self {
+        let (seq, failed) = match &message.state {
+            DeliveryState::Delivered { seq } => (Some(*seq), None),
+            DeliveryState::Failed { reason } => (None, Some(reason.as_str().into())),
+            DeliveryState::Pending | DeliveryState::Sent => (None, None),
+        };
+        Self {
+            id: message.id.as_str().into(),
+            source: message.source.as_str().into(),
+            content: message.content.as_str().into(),
+            created_at_ms: message.created_at_ms,
+            seq,
+            failed,
+        }
+    }
+
+    /// A message sent before the reload but not acknowledged comes back pending: whether it
+    /// arrived is unknown, so it is sent again.
+    fn into_message(self) -> OutgoingMessage {
+        let state = match (self.seq, self.failed) {
+            (Some(seq), _) => DeliveryState::Delivered { seq },
+            (None, Some(reason)) => DeliveryState::Failed { reason: reason.into_owned() },
+            (None, None) => DeliveryState::Pending,
+        };
+        OutgoingMessage {
+            id: self.id.into_owned(),
+            source: self.source.into_owned(),
+            content: self.content.into_owned(),
+            created_at_ms: self.created_at_ms,
+            state,
+        }
     }
 }
 
@@ -136,7 +193,7 @@ impl Outbox {
     /// An empty outbox that holds at most `capacity` undelivered messages (0 refuses everything).
     #[must_use]
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, entries: Vec::new() }
+        Self { capacity, entries: Vec::new(), changes: OutboxChanges::default() }
     }
 
     /// How many undelivered messages the outbox accepts.
@@ -162,6 +219,8 @@ impl Outbox {
         }
         message.state = DeliveryState::Pending;
         self.entries.push(message);
+        self.changes.list = true;
+        self.changes.undelivered = true;
         Ok(())
     }
 
@@ -185,10 +244,19 @@ impl Outbox {
         for entry in &mut self.entries {
             if entry.state == DeliveryState::Sent {
                 entry.state = DeliveryState::Pending;
+                self.changes.states.push(entry.id.clone());
                 requeued += 1;
             }
         }
         requeued
+    }
+
+    /// The relay could not take message `id` for now: it goes back to pending, to be sent again.
+    /// Returns whether it was sent (a delivered or failed message is left as it is).
+    pub fn requeue(&mut self, id: &str) -> bool {
+        self.transition(id, |state| {
+            (*state == DeliveryState::Sent).then_some(DeliveryState::Pending)
+        })
     }
 
     /// The relay acknowledged message `id` as number `seq`. Returns whether this delivered it:
@@ -264,27 +332,65 @@ impl Outbox {
                 true
             }
         });
+        if forgotten > 0 {
+            self.changes.list = true;
+            self.changes.delivered = true;
+        }
         forgotten
     }
 
-    /// The outbox as JSON, for localStorage (format in the module documentation).
-    #[must_use]
-    pub fn to_json(&self) -> String {
-        // Serialising strings, integers and a tagged enum cannot fail: serde_json only fails on
-        // maps with non-string keys or on a failing `Serialize` impl, and there is neither here.
-        serde_json::to_string(self).expect("an Outbox always serialises")
+    /// What changed since the last call; resets the record.
+    pub fn take_changes(&mut self) -> OutboxChanges {
+        std::mem::take(&mut self.changes)
     }
 
-    /// Loads an outbox saved by [`Outbox::to_json`]. Messages that were sent but not acknowledged
-    /// come back pending: a reload means we cannot know whether they arrived. An outbox saved with
-    /// more undelivered messages than its capacity keeps them all; it just refuses new ones until
-    /// acks make room.
+    /// The undelivered messages (pending, sent or failed) as JSON: what a reload must not lose.
+    #[must_use]
+    pub fn undelivered_json(&self) -> String {
+        self.json_of(|state| !state.is_delivered())
+    }
+
+    /// The delivered messages as JSON: only for the "Sent" list after a reload.
+    #[must_use]
+    pub fn delivered_json(&self) -> String {
+        self.json_of(DeliveryState::is_delivered)
+    }
+
+    fn json_of(&self, which: impl Fn(&DeliveryState) -> bool) -> String {
+        let saved: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|entry| which(&entry.state))
+            .map(SavedMessage::from_message)
+            .collect();
+        // Strings, integers and options of them: serialising cannot fail.
+        serde_json::to_string(&saved).expect("saved messages always serialise")
+    }
+
+    /// Loads an outbox of `capacity` from the two saved parts (either may be missing). Messages
+    /// that were sent but not acknowledged come back pending. An outbox saved with more
+    /// undelivered messages than its capacity keeps them all; it just refuses new ones until acks
+    /// make room. The delivered ones come first: they were sent before anything still waiting.
     ///
     /// # Errors
-    /// The [`serde_json::Error`] when the text is not JSON or not an outbox (e.g. written by an
-    /// incompatible version); the caller then starts with an empty outbox.
-    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+    /// The [`serde_json::Error`] when a part is not JSON or not a list of messages (e.g. written
+    /// by an incompatible version); the caller then decides what to do with the text.
+    pub fn load(
+        capacity: usize,
+        delivered: Option<&str>,
+        undelivered: Option<&str>,
+    ) -> Result<Self, serde_json::Error> {
+        let mut outbox = Self::new(capacity);
+        for part in [delivered, undelivered].into_iter().flatten() {
+            let saved: Vec<SavedMessage<'_>> = serde_json::from_str(part)?;
+            for message in saved.into_iter().map(SavedMessage::into_message) {
+                if outbox.get(&message.id).is_none() {
+                    outbox.entries.push(message);
+                }
+            }
+        }
+        outbox.entries.sort_by_key(|entry| !entry.state.is_delivered());
+        Ok(outbox)
     }
 
     /// Applies `next` to the state of message `id`; `None` from `next` means "no change".
@@ -297,13 +403,20 @@ impl Outbox {
         let Some(entry) = self.entries.iter_mut().find(|entry| entry.id == id) else {
             return false;
         };
-        match next(&entry.state) {
-            Some(state) => {
-                entry.state = state;
-                true
-            }
-            None => false,
+        let Some(state) = next(&entry.state) else { return false };
+        let was_delivered = entry.state.is_delivered();
+        let was_sent = matches!(entry.state, DeliveryState::Pending | DeliveryState::Sent);
+        let is_sent = matches!(state, DeliveryState::Pending | DeliveryState::Sent);
+        entry.state = state;
+        // Pending and sent are saved alike: only other moves change what is saved.
+        if !(was_sent && is_sent) {
+            self.changes.undelivered = true;
         }
+        if was_delivered || entry.state.is_delivered() {
+            self.changes.delivered = true;
+        }
+        self.changes.states.push(entry.id.clone());
+        true
     }
 }
 
@@ -423,7 +536,8 @@ mod tests {
         outbox.mark_sent("b");
         outbox.fail("d", "rate limited");
 
-        let loaded = Outbox::from_json(&outbox.to_json()).expect("our own JSON loads");
+        let (delivered, undelivered) = (outbox.delivered_json(), outbox.undelivered_json());
+        let loaded = Outbox::load(5, Some(&delivered), Some(&undelivered)).expect("our JSON loads");
         assert_eq!(loaded.capacity(), 5);
         assert_eq!(ids(loaded.entries().iter()), ["a", "b", "c", "d"]);
         let states: Vec<_> = loaded.entries().iter().map(|m| m.state.clone()).collect();
@@ -438,34 +552,53 @@ mod tests {
         );
         assert_eq!(ids(loaded.to_send()), ["b", "c"]);
         assert_eq!(loaded.get("c"), outbox.get("c"), "text, author and time survive");
+        let only_waiting = Outbox::load(5, None, Some(&undelivered)).expect("loads");
+        assert_eq!(ids(only_waiting.entries().iter()), ["b", "c", "d"]);
     }
 
-    /// What localStorage holds is the documented snake_case JSON, and a saved `sent` message
-    /// loads as pending even when read through serde directly.
+    /// What localStorage holds is the documented snake_case JSON; a `sent` message is saved like
+    /// a pending one; unreadable text is an error, not an empty outbox.
     #[test]
     fn stored_format_is_stable() {
         let mut outbox = outbox_with(3, &["a", "b"]);
         outbox.mark_sent("a");
         outbox.ack("a", 42);
         outbox.mark_sent("b");
-        let json: serde_json::Value = serde_json::from_str(&outbox.to_json()).expect("JSON");
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
         assert_eq!(
-            json,
-            serde_json::json!({
-                "capacity": 3,
-                "entries": [
-                    {"id": "a", "source": "ann", "content": "text of a",
-                     "created_at_ms": 1_700_000_000_000_u64, "state": {"kind": "delivered", "seq": 42}},
-                    {"id": "b", "source": "ann", "content": "text of b",
-                     "created_at_ms": 1_700_000_000_000_u64, "state": {"kind": "sent"}},
-                ]
-            })
+            parse(&outbox.delivered_json()),
+            serde_json::json!([{"id": "a", "source": "ann", "content": "text of a",
+                "created_at_ms": 1_700_000_000_000_u64, "seq": 42}])
         );
-        let loaded: Outbox = serde_json::from_value(json).expect("loads");
-        assert_eq!(loaded.get("b").map(|m| &m.state), Some(&DeliveryState::Pending));
+        assert_eq!(
+            parse(&outbox.undelivered_json()),
+            serde_json::json!([{"id": "b", "source": "ann", "content": "text of b",
+                "created_at_ms": 1_700_000_000_000_u64}])
+        );
+        outbox.fail("b", "no");
+        assert_eq!(parse(&outbox.undelivered_json())[0]["failed"], "no");
 
-        assert!(Outbox::from_json("not json").is_err());
-        assert!(Outbox::from_json(r#"{"entries": []}"#).is_err(), "capacity is required");
+        assert!(Outbox::load(3, None, Some("not json")).is_err());
+        assert!(Outbox::load(3, Some(r#"[{"id": "a"}]"#), None).is_err(), "fields are required");
+    }
+
+    /// A burst of acks changes what is saved of the delivered part, and each row once; sending a
+    /// message changes only the undelivered part.
+    #[test]
+    fn changes_say_what_to_save_and_redraw() {
+        let mut outbox = outbox_with(10, &["a", "b"]);
+        let pushed = outbox.take_changes();
+        assert!(pushed.list && pushed.undelivered && !pushed.delivered);
+        outbox.mark_sent("a");
+        let sent = outbox.take_changes();
+        assert_eq!(sent.states, ["a"]);
+        assert!(!sent.undelivered && !sent.list, "sent is saved as pending");
+        outbox.ack("a", 1);
+        outbox.ack("b", 2);
+        let acked = outbox.take_changes();
+        assert_eq!(acked.states, ["a", "b"]);
+        assert!(acked.undelivered && acked.delivered && !acked.list);
+        assert!(outbox.take_changes().is_empty());
     }
 
     /// A message the relay refused is shown as failed and not re-sent on reconnect; "retry" sends

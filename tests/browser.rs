@@ -163,9 +163,10 @@ fn list_from(container: &HtmlElement, testid: &str, source: &str) -> Vec<String>
 }
 
 fn received_from(socket: &ChatSocket, source: &str) -> Vec<String> {
-    socket.received.with_untracked(|log| {
-        log.entries()
-            .iter()
+    socket.with_session(|session| {
+        session
+            .conversation
+            .messages()
             .filter(|entry| entry.message.source == source)
             .map(|entry| entry.message.content.clone())
             .collect()
@@ -434,7 +435,7 @@ async fn the_service_survives_a_relay_restart() {
     until("the other tab to receive it", || !received_from(&b, &a_name).is_empty()).await;
     sleep(200).await;
     assert_eq!(received_from(&b, &a_name), ["typed while the relay was down"], "exactly once");
-    let notice = b.received.with_untracked(|received| received.notice().map(str::to_owned));
+    let notice = b.received.notice.get_untracked().map(|notice| notice.text());
     assert!(
         notice.as_ref().is_some_and(|notice| notice.contains("lost its history")),
         "{notice:?}"
@@ -479,8 +480,9 @@ async fn an_unanswering_relay_is_detected_and_replaced() {
 }
 
 fn outbox_states(socket: &ChatSocket) -> Vec<&'static str> {
-    socket.outbox.with_untracked(|outbox| {
-        outbox
+    socket.with_session(|session| {
+        session
+            .outbox
             .entries()
             .iter()
             .map(|message| match message.state {

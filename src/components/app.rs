@@ -18,7 +18,7 @@ pub fn App(
     options: Option<ChatSocketOptions>,
 ) -> impl IntoView {
     let socket = provide_chat_socket(options.unwrap_or_default());
-    let notice = move || socket.received.with(|received| received.notice().map(str::to_owned));
+    let notice = move || socket.received.notice.get().map(|notice| notice.text());
     view! {
         <main class="chat">
             <header class="chat-header">

@@ -66,7 +66,7 @@ pub fn ConnectionBadge() -> impl IntoView {
         </Show>
         <Show when=move || socket.last_error.with(Option::is_some)>
             <p class="relay-error" role="alert" data-testid="relay-error">
-                {move || socket.last_error.get()}
+                {move || socket.last_error.with(|problem| problem.as_ref().map(ToString::to_string))}
             </p>
         </Show>
     }

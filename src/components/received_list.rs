@@ -2,29 +2,55 @@
 
 use leptos::prelude::*;
 
-use crate::chat_socket::expect_chat_socket;
+use crate::chat_socket::{expect_chat_socket, PageView};
 use crate::components::clock;
+use crate::conversation::KEPT;
 
 /// One `<li>` per message: name, time and content, as text. Messages sent under this tab's own
 /// name (from another tab, or before a reload) are styled as the user's own.
+///
+/// Rendered a page of rows at a time (see [`crate::conversation`]): a new message redraws one
+/// page, whatever the length of the list. Past the newest [`KEPT`] messages the oldest leave, and
+/// a line above the list says how many.
 #[component]
 pub fn ReceivedList() -> impl IntoView {
-    let socket = expect_chat_socket();
-    let entries = move || socket.received.with(|received| received.entries().to_vec());
+    let feed = expect_chat_socket().received;
+    let dropped = move || {
+        let count = feed.dropped.get();
+        (count > 0).then(|| {
+            format!(
+                "{count} older messages are no longer shown: this page keeps the newest {KEPT}."
+            )
+        })
+    };
     view! {
         <section class="log">
             <h2>"Received Messages"</h2>
+            <Show when=move || { feed.dropped.get() > 0 }>
+                <p class="dropped" data-testid="dropped-notice">{dropped}</p>
+            </Show>
             <ul data-testid="received-list">
-                <For each=entries key=|entry| entry.key let(entry)>
-                    <li class=if entry.mine { "message mine" } else { "message" } data-seq=entry.message.seq>
-                        <span class="meta">
-                            <span class="source">{entry.message.source}</span>
-                            <time>{clock(entry.message.sent_at_ms as f64)}</time>
-                        </span>
-                        <span class="content">{entry.message.content}</span>
-                    </li>
+                <For each=move || feed.pages.get() key=|page| page.key let(page)>
+                    <Page page />
                 </For>
             </ul>
         </section>
+    }
+}
+
+/// The rows of one page.
+#[component]
+fn Page(page: PageView) -> impl IntoView {
+    let rows = page.rows;
+    view! {
+        <For each=move || rows.get() key=|row| row.key let(row)>
+            <li class=if row.mine { "message mine" } else { "message" } data-seq=row.message.seq>
+                <span class="meta">
+                    <span class="source">{row.message.source.clone()}</span>
+                    <time>{clock(row.message.sent_at_ms as f64)}</time>
+                </span>
+                <span class="content">{row.message.content.clone()}</span>
+            </li>
+        </For>
     }
 }

@@ -2,22 +2,22 @@
 
 use leptos::prelude::*;
 
-use crate::chat_socket::expect_chat_socket;
+use crate::chat_socket::{expect_chat_socket, SentRow};
 use crate::components::clock;
-use crate::outbox::{DeliveryState, OutgoingMessage};
+use crate::outbox::DeliveryState;
 
 /// One `<li>` per message: name, time, content, and its state (waiting, sent, delivered, or
-/// failed with the reason and a Retry button).
+/// failed with the reason and a Retry button). Each row follows its own message's state: an ack
+/// redraws one row, and messages from others redraw nothing here.
 #[component]
 pub fn SentList() -> impl IntoView {
-    let socket = expect_chat_socket();
-    let entries = move || socket.outbox.with(|outbox| outbox.entries().to_vec());
+    let rows = expect_chat_socket().sent.rows;
     view! {
         <section class="log">
             <h2>"Sent Messages"</h2>
             <ul data-testid="sent-list">
-                <For each=entries key=|message| message.id.clone() let(message)>
-                    <SentMessage message />
+                <For each=move || rows.get() key=|row| row.message.id.clone() let(row)>
+                    <SentMessage row />
                 </For>
             </ul>
         </section>
@@ -35,30 +35,28 @@ fn describe(state: &DeliveryState) -> (&'static str, String) {
 }
 
 #[component]
-fn SentMessage(message: OutgoingMessage) -> impl IntoView {
+fn SentMessage(row: SentRow) -> impl IntoView {
     let socket = expect_chat_socket();
-    let id = StoredValue::new(message.id.clone());
-    // The row stays; only its state follows the outbox.
-    let state = Memo::new(move |_| {
-        socket.outbox.with(|outbox| {
-            id.with_value(|id| outbox.get(id).map_or(DeliveryState::Pending, |m| m.state.clone()))
-        })
-    });
-    let word = move || describe(&state.get()).0;
-    let explanation = move || describe(&state.get()).1;
-    let failed = move || matches!(state.get(), DeliveryState::Failed { .. });
+    let SentRow { message, state } = row;
+    // Owned by this row: disposed with it.
+    let state = RwSignal::from(state);
+    let word = move || state.with(|state| describe(state).0);
+    let explanation = move || state.with(|state| describe(state).1);
+    let failed = move || state.with(|state| matches!(state, DeliveryState::Failed { .. }));
+    let id = message.id.clone();
     view! {
         <li class=move || format!("message mine {}", word()) data-state=word>
             <span class="meta">
-                <span class="source">{message.source}</span>
+                <span class="source">{message.source.clone()}</span>
                 <time>{clock(message.created_at_ms as f64)}</time>
                 <span class="delivery">{explanation}</span>
             </span>
-            <span class="content">{message.content}</span>
+            <span class="content">{message.content.clone()}</span>
             <Show when=failed>
-                <button class="retry" on:click=move |_| id.with_value(|id| socket.retry(id))>
-                    "Retry"
-                </button>
+                <button class="retry" on:click={
+                    let id = id.clone();
+                    move |_| socket.retry(&id)
+                }>"Retry"</button>
             </Show>
         </li>
     }

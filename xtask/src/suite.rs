@@ -164,14 +164,24 @@ impl BrowserTestRelay {
 }
 
 /// The outcome of every stage.
-#[derive(Default)]
 struct Report {
     stages: Vec<(String, anyhow::Result<()>, Duration)>,
+    /// From `WSCHAT_STAGES`: only stages whose name contains it run (for developers; CI runs all).
+    only: Option<String>,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self { stages: Vec::new(), only: std::env::var("WSCHAT_STAGES").ok() }
+    }
 }
 
 impl Report {
     /// Runs one stage, records how it went, and returns whether it passed.
     fn stage(&mut self, name: &str, stage: impl FnOnce() -> anyhow::Result<()>) -> bool {
+        if self.only.as_deref().is_some_and(|only| !name.contains(only)) {
+            return true;
+        }
         println!("\n=== {name}");
         let started = Instant::now();
         let result = stage();
@@ -181,6 +191,9 @@ impl Report {
     }
 
     fn record(&mut self, name: &str, result: anyhow::Result<()>, took: Duration) {
+        if self.only.as_deref().is_some_and(|only| !name.contains(only)) {
+            return;
+        }
         if let Err(error) = &result {
             println!("=== FAILED: {name}: {error:#}");
         }
@@ -196,6 +209,9 @@ impl Report {
             println!("  {verdict:<6} {name} ({:.1} s)", took.as_secs_f64());
         }
         println!("stages: {} passed, {failed} failed", self.stages.len() - failed);
+        if let Some(only) = &self.only {
+            println!("(only the stages named with {only:?}: WSCHAT_STAGES is set)");
+        }
         if failed > 0 {
             bail!("{failed} stage(s) failed");
         }

@@ -1,0 +1,414 @@
+//! The chat socket as a reactive service, in the spirit of leptos-use's `use_websocket`.
+//!
+//! [`provide_chat_socket`] starts it once, at the root, and provides a [`ChatSocket`] through
+//! context: read-only signals for the connection state, the "Sent" and "Received" lists and the
+//! last problem, plus handles to send, retry, reconnect and close.
+//!
+//! - `task`: the one task that owns the gloo-net socket for the service's whole life and speaks
+//!   protocol v1 (`wschat.v1`): it reconnects with back-off, flushes the outbox in order once
+//!   open, asks for exactly the messages it missed, and pings with a deadline. No component
+//!   touches gloo-net.
+//! - `feed`: the lists' signals, brought up to date with the [`Session`] once per animation frame.
+//! - `storage`: the name, the tab's id and the outbox in the browser's storage.
+//!
+//! The decisions (what a frame means, when to ping) are plain types tested natively:
+//! [`Session`], [`crate::heartbeat::Heartbeat`], [`crate::connection::ConnectionMachine`].
+
+mod feed;
+mod storage;
+mod task;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::channel::mpsc::{self, UnboundedSender};
+use futures::channel::oneshot;
+use futures::FutureExt;
+use gloo_timers::future::TimeoutFuture;
+use leptos::prelude::*;
+use wschat_protocol::limits::MessageLimits;
+use wschat_protocol::v1::ServerFrame;
+
+use self::feed::Mirror;
+pub use self::feed::{PageView, ReceivedFeed, SentFeed, SentRow};
+use self::storage::OutboxStorage;
+pub use crate::connection::ConnectionState;
+use crate::outbox::{Outbox, OutboxFull, OutgoingMessage, DEFAULT_CAPACITY};
+use crate::reconnect::ReconnectPolicy;
+pub use crate::session::Problem;
+use crate::session::Session;
+
+/// Why [`ChatSocket::send`] did not take a message; the user's text is left where it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The message is empty or only whitespace.
+    #[error("there is nothing to send")]
+    Blank,
+    /// The message breaks the relay's rules (too long, control characters); the reason says which.
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// Too many messages are waiting to be delivered.
+    #[error("{0}: your message is still in the box; it can be sent once the others are delivered")]
+    OutboxFull(#[from] OutboxFull),
+}
+
+/// Why a [`ChatSocket::request`] got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No reply within the request timeout.
+    #[error("the relay did not answer in time")]
+    Timeout,
+    /// The connection closed (or was not open) before the reply came.
+    #[error("not connected to the relay")]
+    Disconnected,
+}
+
+/// A request that expects one reply; [`ChatSocket::request`] assigns its correlation id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// The stored messages after `after_seq`; answered by [`ServerFrame::History`].
+    History {
+        /// The last seq the caller already has.
+        after_seq: u64,
+    },
+    /// A ping; answered by [`ServerFrame::Pong`].
+    Ping,
+}
+
+/// How to run the chat socket. [`Default`] gives the documented defaults; what depends on the
+/// page (its address, the saved name) is resolved when the service opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatSocketOptions {
+    /// The relay's socket URL. `None` (the default): the page's own origin at `/ws`, or
+    /// `?relay=` (see [`crate::relay_url`]).
+    pub url: Option<String>,
+    /// The display name put on every message as `source`. `None` (the default): the name saved
+    /// in localStorage, else `guest-` and four random digits.
+    pub source: Option<String>,
+    /// When to retry after a lost connection. Default: 0.5 s doubling to 30 s, with full jitter.
+    pub reconnect: ReconnectPolicy,
+    /// Time between heartbeat pings. Default 15 s.
+    pub heartbeat_interval: Duration,
+    /// How long a ping (and any [`ChatSocket::request`]) may wait for its answer before the
+    /// socket is declared dead. Default 10 s.
+    pub reply_timeout: Duration,
+    /// The localStorage key the outbox is kept under (plus this tab's id), so a reload loses
+    /// nothing; `None` keeps it in memory only. Default `Some("wschat.outbox")`.
+    pub storage_key: Option<String>,
+}
+
+impl Default for ChatSocketOptions {
+    fn default() -> Self {
+        Self {
+            url: None,
+            source: None,
+            reconnect: ReconnectPolicy::default(),
+            heartbeat_interval: Duration::from_secs(15),
+            reply_timeout: Duration::from_secs(10),
+            storage_key: Some("wschat.outbox".to_owned()),
+        }
+    }
+}
+
+impl ChatSocketOptions {
+    /// Options for `url` with the given name, no persistence, and otherwise the defaults.
+    #[must_use]
+    pub fn new(url: impl Into<String>, source: impl Into<String>) -> Self {
+        Self {
+            url: Some(url.into()),
+            source: Some(source.into()),
+            storage_key: None,
+            ..Self::default()
+        }
+    }
+}
+
+/// Delivered messages kept in the outbox (and so in the "Sent" list and its saved copy).
+const DELIVERED_KEPT: usize = 200;
+/// Pruned back to [`DELIVERED_KEPT`] once this many are delivered: not on every message.
+const DELIVERED_PRUNE_AT: usize = 250;
+/// How long the delivered messages may go unsaved (they are saved on `pagehide` too).
+const DELIVERED_SAVE_DELAY: Duration = Duration::from_secs(2);
+
+/// A random (version 4) UUID for a new message, from the browser's cryptographic generator.
+fn new_message_id() -> String {
+    let mut bytes = [0u8; 16];
+    let crypto = window().crypto().expect("every browser that runs wasm has window.crypto");
+    crypto
+        .get_random_values_with_u8_array(&mut bytes)
+        .expect("16 bytes is far below getRandomValues' 65536-byte limit");
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+/// What the socket task is asked to do.
+enum Command {
+    /// New messages are in the outbox: send them if open.
+    Flush,
+    /// Send a request and route its reply to `reply`.
+    Request(Request, oneshot::Sender<Result<ServerFrame, RequestError>>),
+    /// The user asks to reconnect now (after a loss, a give-up or a close).
+    ReconnectNow,
+    /// The browser came back online or the tab became visible: a pending retry starts now and an
+    /// open socket is checked with a ping. A socket the user closed stays closed.
+    Hurry,
+    /// Close the socket with 1000 and stay closed until [`Command::ReconnectNow`].
+    Close,
+}
+
+/// What the handle and the socket task share: the session, the signals that mirror it, and
+/// where the outbox is saved.
+struct Shared {
+    session: RefCell<Session>,
+    mirror: Mirror,
+    storage: Option<OutboxStorage>,
+    sync_scheduled: Cell<bool>,
+    delivered_unsaved: Cell<bool>,
+}
+
+impl Shared {
+    /// Brings the signals up to date at the next animation frame, or within 100 ms in a hidden
+    /// tab, which gets no animation frames.
+    fn schedule_sync(self: &Rc<Self>) {
+        if self.sync_scheduled.replace(true) {
+            return;
+        }
+        let shared = Rc::clone(self);
+        request_animation_frame(move || shared.sync());
+        let shared = Rc::clone(self);
+        set_timeout(move || shared.sync(), Duration::from_millis(100));
+    }
+
+    /// Copies what changed into the signals and saves what changed of the outbox: the
+    /// undelivered part now, the delivered part a little later.
+    fn sync(self: &Rc<Self>) {
+        self.sync_scheduled.set(false);
+        let mut session = self.session.borrow_mut();
+        if session.outbox.entries().len() - session.outbox.undelivered_count() > DELIVERED_PRUNE_AT
+        {
+            session.outbox.prune_delivered(DELIVERED_KEPT);
+        }
+        let changes = session.outbox.take_changes();
+        self.mirror.sync_received(&mut session.conversation);
+        self.mirror.sync_sent(&session.outbox, changes.list, &changes.states);
+        let Some(storage) = &self.storage else { return };
+        if changes.undelivered {
+            storage.save_undelivered(&session.outbox);
+        }
+        if changes.delivered && !self.delivered_unsaved.replace(true) {
+            let shared = Rc::clone(self);
+            set_timeout(move || shared.save_delivered(), DELIVERED_SAVE_DELAY);
+        }
+    }
+
+    fn save_delivered(&self) {
+        if self.delivered_unsaved.replace(false) {
+            if let Some(storage) = &self.storage {
+                storage.save_delivered(&self.session.borrow().outbox);
+            }
+        }
+    }
+}
+
+/// The chat socket service: cheap to copy, the same for every component that asks for it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatSocket {
+    /// The connection state.
+    pub state: ReadSignal<ConnectionState>,
+    /// Every message received from others, once each, in order (the "Received" list).
+    pub received: ReceivedFeed,
+    /// Every message this tab sent, with how far its delivery got (the "Sent" list).
+    pub sent: SentFeed,
+    /// The last problem worth telling the user, until things are well again.
+    pub last_error: ReadSignal<Option<Problem>>,
+    /// The name this tab's messages are sent under.
+    pub source: ReadSignal<String>,
+    set_source: WriteSignal<String>,
+    reply_timeout: Duration,
+    shared: StoredValue<Rc<Shared>, LocalStorage>,
+    commands: StoredValue<UnboundedSender<Command>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl ChatSocket {
+    /// Starts the service; the socket closes and its listeners go when the current reactive owner
+    /// is cleaned up.
+    #[must_use]
+    pub fn open(options: ChatSocketOptions) -> Self {
+        let url = options.url.clone().unwrap_or_else(crate::relay_url::for_current_page);
+        let source =
+            options.source.clone().or_else(storage::saved_name).unwrap_or_else(storage::guest_name);
+        let storage = options.storage_key.as_deref().map(OutboxStorage::for_this_tab);
+        let outbox = storage
+            .as_ref()
+            .map_or_else(|| Outbox::new(DEFAULT_CAPACITY), |s| s.load(DEFAULT_CAPACITY));
+        let shared = Rc::new(Shared {
+            session: RefCell::new(Session::new(outbox, source.clone())),
+            mirror: Mirror::new(),
+            storage,
+            sync_scheduled: Cell::new(false),
+            delivered_unsaved: Cell::new(false),
+        });
+        // The reloaded outbox shows at once.
+        shared.sync();
+        let (state, set_state) = signal(ConnectionState::Connecting);
+        let (last_error, set_last_error) = signal(None);
+        let (source, set_source) = signal(source);
+        let (commands, command_receiver) = mpsc::unbounded();
+        let socket = Self {
+            state,
+            received: shared.mirror.received(),
+            sent: shared.mirror.sent(),
+            last_error,
+            source,
+            set_source,
+            reply_timeout: options.reply_timeout,
+            shared: StoredValue::new_local(Rc::clone(&shared)),
+            commands: StoredValue::new(commands.clone()),
+        };
+        let task = task::SocketTask::new(
+            url,
+            options,
+            command_receiver,
+            Rc::clone(&shared),
+            set_state,
+            set_last_error,
+        );
+        // A browser task of its own, independent of any reactive executor.
+        wasm_bindgen_futures::spawn_local(task.run());
+
+        // Coming back online or to a visible tab is the moment to retry, not when the timer says.
+        let retry = commands.clone();
+        let online = window_event_listener_untyped("online", move |_| {
+            // Fails only once the task has ended, and then there is nothing to reconnect.
+            let _ = retry.unbounded_send(Command::Hurry);
+        });
+        let retry = commands.clone();
+        let visible = window_event_listener_untyped("visibilitychange", move |_| {
+            if document().visibility_state() == web_sys::VisibilityState::Visible {
+                let _ = retry.unbounded_send(Command::Hurry);
+            }
+        });
+        // The delivered part of the outbox is saved lazily: a tab going away saves it now.
+        let leaving = Rc::clone(&shared);
+        let hide = window_event_listener_untyped("pagehide", move |_| leaving.save_delivered());
+        on_cleanup(move || {
+            online.remove();
+            visible.remove();
+            hide.remove();
+            // Dropping the last sender ends the task, which closes the socket with 1000.
+            commands.close_channel();
+        });
+        socket
+    }
+
+    /// Queues `content` as a message under this tab's name and lists it under "Sent": sent at
+    /// once when open, otherwise as soon as the connection is back. Saved before this returns,
+    /// so a reload right after loses nothing.
+    ///
+    /// # Errors
+    /// [`SendError::Blank`] for an empty or whitespace-only message,
+    /// [`SendError::NotAcceptable`] for one the relay would refuse (too long, control
+    /// characters), [`SendError::OutboxFull`] when too many messages are waiting. Nothing is
+    /// queued then, so the caller keeps the text.
+    pub fn send(&self, content: &str) -> Result<(), SendError> {
+        if content.trim().is_empty() {
+            return Err(SendError::Blank);
+        }
+        let source = self.source.get_untracked();
+        // The relay's default limits, checked here so the user can fix the text before it goes
+        // anywhere (the relay checks again, with its own configuration).
+        MessageLimits::default()
+            .check(&source, content)
+            .map_err(|error| SendError::NotAcceptable(error.message))?;
+        let message =
+            OutgoingMessage::new(new_message_id(), source, content, js_sys::Date::now() as u64);
+        self.shared.with_value(|shared| {
+            shared.session.borrow_mut().outbox.push(message)?;
+            shared.sync();
+            Ok::<_, SendError>(())
+        })?;
+        self.command(Command::Flush);
+        Ok(())
+    }
+
+    /// Sends a failed message again.
+    pub fn retry(&self, id: &str) {
+        let retried = self.shared.with_value(|shared| {
+            let retried = shared.session.borrow_mut().outbox.retry(id);
+            shared.sync();
+            retried
+        });
+        if retried {
+            self.command(Command::Flush);
+        }
+    }
+
+    /// Reconnects at once (after a loss, a give-up or a close), without waiting out the back-off.
+    pub fn reconnect_now(&self) {
+        self.command(Command::ReconnectNow);
+    }
+
+    /// Closes the socket (code 1000); the state becomes [`ConnectionState::Closed`]. Messages sent
+    /// meanwhile wait in the outbox.
+    pub fn close(&self) {
+        self.command(Command::Close);
+    }
+
+    /// Changes the display name for messages sent from now on, and remembers it.
+    pub fn set_source(&self, name: &str) {
+        let name = name.trim();
+        if name.is_empty() {
+            return;
+        }
+        self.set_source.set(name.to_owned());
+        self.shared.with_value(|shared| name.clone_into(&mut shared.session.borrow_mut().source));
+        storage::save_name(name);
+    }
+
+    /// Looks at the session (the outbox and the received conversation) as it is now, untracked.
+    pub fn with_session<R>(&self, look: impl FnOnce(&Session) -> R) -> R {
+        self.shared.with_value(|shared| look(&shared.session.borrow()))
+    }
+
+    /// Sends a request and waits for its reply, correlated by a request id.
+    ///
+    /// # Errors
+    /// [`RequestError::Timeout`] when no reply comes within the reply timeout,
+    /// [`RequestError::Disconnected`] when the connection is not open or closes first.
+    pub async fn request(&self, request: Request) -> Result<ServerFrame, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::Request(request, reply));
+        let timeout = u32::try_from(self.reply_timeout.as_millis()).unwrap_or(u32::MAX);
+        futures::select! {
+            answer = answer.fuse() => answer.unwrap_or(Err(RequestError::Disconnected)),
+            () = TimeoutFuture::new(timeout).fuse() => Err(RequestError::Timeout),
+        }
+    }
+
+    fn command(&self, command: Command) {
+        // Fails only once the task has ended (the owner was cleaned up): nothing left to do.
+        let _ = self.commands.with_value(|commands| commands.unbounded_send(command));
+    }
+}
+
+/// Opens a [`ChatSocket`] and provides it to every component below the current owner.
+pub fn provide_chat_socket(options: ChatSocketOptions) -> ChatSocket {
+    let socket = ChatSocket::open(options);
+    provide_context(socket);
+    socket
+}
+
+/// The [`ChatSocket`] provided at the root.
+///
+/// # Panics
+/// When no ancestor called [`provide_chat_socket`]: a wiring mistake, not a runtime condition.
+#[must_use]
+pub fn expect_chat_socket() -> ChatSocket {
+    expect_context::<ChatSocket>()
+}

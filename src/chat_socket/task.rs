@@ -1,0 +1,377 @@
+//! The task that owns the socket: connects, reconnects, and moves frames between the socket and
+//! the [`Session`], asking the feed to redraw.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+use futures::channel::mpsc::UnboundedReceiver;
+use futures::channel::oneshot;
+use futures::{future, FutureExt, Sink, SinkExt, StreamExt};
+use gloo_net::websocket::futures::WebSocket;
+use gloo_net::websocket::{Message, State, WebSocketError};
+use gloo_timers::future::TimeoutFuture;
+use leptos::prelude::*;
+use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
+
+use super::{ChatSocketOptions, Command, Request, RequestError, Shared};
+use crate::connection::{ConnectionMachine, ConnectionState, Next};
+use crate::heartbeat::{Beat, Heartbeat};
+use crate::session::Problem;
+
+/// How long messages the relay could not store wait before they are sent again.
+const UNAVAILABLE_RETRY_MS: f64 = 2_000.0;
+
+/// How one connection ended.
+enum Ended {
+    /// Lost: the relay went away, the network failed, or the heartbeat went unanswered.
+    Lost(Problem),
+    /// Closed on purpose ([`super::ChatSocket::close`]).
+    Closed,
+    /// The service is gone (its owner was cleaned up).
+    Dropped,
+}
+
+/// One event a connection reacts to.
+enum Event {
+    Opened,
+    Frame(Option<Result<Message, WebSocketError>>),
+    Command(Option<Command>),
+    Timer,
+}
+
+/// The task that owns the socket: connects, reconnects, and keeps the session and the signals
+/// up to date.
+pub(super) struct SocketTask {
+    url: String,
+    options: ChatSocketOptions,
+    commands: UnboundedReceiver<Command>,
+    shared: Rc<Shared>,
+    set_state: WriteSignal<ConnectionState>,
+    set_last_error: WriteSignal<Option<Problem>>,
+    /// Replies awaited by [`super::ChatSocket::request`], by request id.
+    pending: HashMap<u64, oneshot::Sender<Result<ServerFrame, RequestError>>>,
+    next_request_id: u64,
+}
+
+impl SocketTask {
+    pub(super) fn new(
+        url: String,
+        options: ChatSocketOptions,
+        commands: UnboundedReceiver<Command>,
+        shared: Rc<Shared>,
+        set_state: WriteSignal<ConnectionState>,
+        set_last_error: WriteSignal<Option<Problem>>,
+    ) -> Self {
+        Self {
+            url,
+            options,
+            commands,
+            shared,
+            set_state,
+            set_last_error,
+            pending: HashMap::new(),
+            next_request_id: 1,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut machine = ConnectionMachine::new(self.options.reconnect.clone());
+        loop {
+            let ended = self.connect(&mut machine).await;
+            // Requests in flight will get no reply on this connection.
+            self.pending.clear();
+            self.shared.session.borrow_mut().disconnected();
+            self.shared.schedule_sync();
+            let next = match ended {
+                Ended::Dropped => return,
+                Ended::Closed => machine.closed_by_user(),
+                Ended::Lost(problem) => {
+                    let reason = problem.to_string();
+                    self.set_last_error.set(Some(problem));
+                    machine.lost(reason, js_sys::Date::now(), js_sys::Math::random())
+                }
+            };
+            self.publish(&machine);
+            if !self.wait_to_reconnect(&mut machine, next).await {
+                return;
+            }
+            self.publish(&machine);
+        }
+    }
+
+    fn publish(&self, machine: &ConnectionMachine) {
+        self.set_state.set(machine.state().clone());
+    }
+
+    /// Waits until the next attempt is due (or, with [`Next::WaitForUser`], for the user), unless
+    /// told to reconnect now. Returns false when the service is gone.
+    async fn wait_to_reconnect(&mut self, machine: &mut ConnectionMachine, next: Next) -> bool {
+        let mut retry_at = match next {
+            Next::RetryAt(at) => Some(at),
+            Next::WaitForUser => None,
+        };
+        loop {
+            let timer = match retry_at {
+                Some(at) => TimeoutFuture::new(wait_until(at)).left_future(),
+                None => future::pending().right_future(),
+            };
+            futures::select! {
+                () = timer.fuse() => return true,
+                command = self.commands.next() => match command {
+                    None => return false,
+                    Some(Command::ReconnectNow) => {
+                        if machine.reconnect_now() {
+                            return true;
+                        }
+                    }
+                    Some(Command::Hurry) => {
+                        if machine.hurry() {
+                            return true;
+                        }
+                    }
+                    Some(Command::Request(_, reply)) => {
+                        // Nobody is listening for the reply if the receiver is gone already.
+                        let _ = reply.send(Err(RequestError::Disconnected));
+                    }
+                    // The outbox keeps the messages until the connection is back.
+                    Some(Command::Flush) => {}
+                    Some(Command::Close) => {
+                        retry_at = None;
+                        machine.closed_by_user();
+                        self.publish(machine);
+                    }
+                },
+            }
+        }
+    }
+
+    /// One connection, from opening to its end.
+    async fn connect(&mut self, machine: &mut ConnectionMachine) -> Ended {
+        let mut socket = match WebSocket::open_with_protocol(&self.url, SUBPROTOCOL) {
+            Ok(socket) => socket,
+            Err(error) => {
+                let (url, detail) = (self.url.clone(), error.to_string());
+                return Ended::Lost(Problem::CannotOpen { url, detail });
+            }
+        };
+        let mut opened = false;
+        let mut welcomed = false;
+        let mut heartbeat = Heartbeat::new(
+            millis(self.options.heartbeat_interval),
+            millis(self.options.reply_timeout),
+            js_sys::Date::now(),
+        );
+        // When messages the relay could not store are due to go again.
+        let mut retry_flush_at: Option<f64> = None;
+        loop {
+            let wake_at =
+                retry_flush_at.map_or(heartbeat.wake_at(), |at| at.min(heartbeat.wake_at()));
+            let mut timer = TimeoutFuture::new(wait_until(wake_at));
+            // One poll over everything the connection waits for. gloo-net has no open event: its
+            // sink turns ready when the socket opens. (Not split: a `SplitSink` reports ready at
+            // once, without asking the socket, which would claim "open" during the handshake.)
+            let event = future::poll_fn(|cx| {
+                if let Poll::Ready(command) = self.commands.poll_next_unpin(cx) {
+                    return Poll::Ready(Event::Command(command));
+                }
+                // Ready also means "closed" (a failed handshake): only an open socket counts.
+                if !opened
+                    && Pin::new(&mut socket).poll_ready(cx).is_ready()
+                    && matches!(socket.state(), State::Open)
+                {
+                    return Poll::Ready(Event::Opened);
+                }
+                if let Poll::Ready(frame) = socket.poll_next_unpin(cx) {
+                    return Poll::Ready(Event::Frame(frame));
+                }
+                if opened && timer.poll_unpin(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Opened => {
+                    opened = true;
+                    heartbeat = Heartbeat::new(
+                        millis(self.options.heartbeat_interval),
+                        millis(self.options.reply_timeout),
+                        js_sys::Date::now(),
+                    );
+                }
+                Event::Frame(Some(Ok(Message::Text(text)))) => {
+                    let frame = match ServerFrame::from_json(&text) {
+                        Ok(frame) => frame,
+                        Err(error) => {
+                            leptos::logging::warn!(
+                                "wschat: ignoring a frame from the relay: {error}"
+                            );
+                            continue;
+                        }
+                    };
+                    match frame {
+                        ServerFrame::Welcome { epoch, .. } => {
+                            welcomed = true;
+                            machine.welcomed(js_sys::Date::now());
+                            self.publish(machine);
+                            self.set_last_error.set(None);
+                            // Catch up first, then send what waited: the relay answers in order.
+                            let request_id = self.request_id();
+                            let resync =
+                                self.shared.session.borrow_mut().welcome(&epoch, request_id);
+                            if let Err(ended) = send(&mut socket, &resync).await {
+                                return ended;
+                            }
+                            if let Err(ended) = self.flush(&mut socket).await {
+                                return ended;
+                            }
+                        }
+                        ServerFrame::Pong { request_id } if heartbeat.pong(request_id) => {}
+                        frame => {
+                            let problem = self.shared.session.borrow_mut().apply(&frame);
+                            self.shared.schedule_sync();
+                            if problem == Some(Problem::Unavailable) {
+                                retry_flush_at
+                                    .get_or_insert(js_sys::Date::now() + UNAVAILABLE_RETRY_MS);
+                            }
+                            if let Some(problem) = problem {
+                                self.set_last_error.set(Some(problem));
+                            }
+                            self.route_reply(frame);
+                        }
+                    }
+                }
+                Event::Frame(Some(Ok(Message::Bytes(_)))) => {
+                    leptos::logging::warn!("wschat: ignoring a binary frame from the relay");
+                }
+                // An error event always precedes the close event that follows it.
+                Event::Frame(Some(Err(WebSocketError::ConnectionError))) => {}
+                Event::Frame(Some(Err(WebSocketError::ConnectionClose(close)))) => {
+                    let (code, reason) = (close.code, close.reason);
+                    return Ended::Lost(if opened {
+                        Problem::Lost { code, reason }
+                    } else {
+                        Problem::Unreachable { code, reason }
+                    });
+                }
+                Event::Frame(Some(Err(error))) => {
+                    return Ended::Lost(Problem::SendFailed(error.to_string()))
+                }
+                Event::Frame(None) => {
+                    return Ended::Lost(Problem::Lost { code: 1006, reason: String::new() })
+                }
+                Event::Command(None) => {
+                    // Only fails for an invalid code or an over-long reason, and these are valid.
+                    let _ = socket.close(Some(1000), Some("page closed"));
+                    return Ended::Dropped;
+                }
+                Event::Command(Some(Command::Close)) => {
+                    let _ = socket.close(Some(1000), Some("closed by the user"));
+                    return Ended::Closed;
+                }
+                // Already connecting (a second socket would only race this one) or connected; but
+                // a tab coming back from sleep may hold a dead socket: check it with a ping now.
+                Event::Command(Some(Command::ReconnectNow | Command::Hurry)) => {
+                    heartbeat.hurry(js_sys::Date::now());
+                }
+                Event::Command(Some(Command::Flush)) => {
+                    if welcomed {
+                        if let Err(ended) = self.flush(&mut socket).await {
+                            return ended;
+                        }
+                    }
+                }
+                Event::Command(Some(Command::Request(request, reply))) => {
+                    if !welcomed {
+                        let _ = reply.send(Err(RequestError::Disconnected));
+                        continue;
+                    }
+                    let request_id = self.request_id();
+                    self.pending.insert(request_id, reply);
+                    let frame = match request {
+                        Request::History { after_seq } => {
+                            self.shared.session.borrow_mut().history_request(request_id, after_seq)
+                        }
+                        Request::Ping => ClientFrame::Ping { request_id },
+                    };
+                    if let Err(ended) = send(&mut socket, &frame).await {
+                        return ended;
+                    }
+                }
+                Event::Timer => {
+                    let now = js_sys::Date::now();
+                    if retry_flush_at.is_some_and(|at| now >= at) {
+                        retry_flush_at = None;
+                        if let Err(ended) = self.flush(&mut socket).await {
+                            return ended;
+                        }
+                    }
+                    match heartbeat.beat(now, || self.request_id()) {
+                        Beat::Wait => {}
+                        Beat::Ping(request_id) => {
+                            if let Err(ended) =
+                                send(&mut socket, &ClientFrame::Ping { request_id }).await
+                            {
+                                return ended;
+                            }
+                        }
+                        Beat::TimedOut => {
+                            let _ = socket.close(Some(4000), Some("heartbeat timed out"));
+                            return Ended::Lost(Problem::HeartbeatTimeout);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a reply to whoever made the request it answers, if anyone still waits for it.
+    fn route_reply(&mut self, frame: ServerFrame) {
+        let request_id = match &frame {
+            ServerFrame::History { request_id, .. } | ServerFrame::Pong { request_id } => {
+                Some(*request_id)
+            }
+            ServerFrame::Error { request_id, .. } => *request_id,
+            _ => None,
+        };
+        if let Some(reply) = request_id.and_then(|id| self.pending.remove(&id)) {
+            // The requester may have timed out and gone; then nobody needs the reply.
+            let _ = reply.send(Ok(frame));
+        }
+    }
+
+    /// Sends every pending outbox message, in order.
+    async fn flush(&mut self, socket: &mut WebSocket) -> Result<(), Ended> {
+        let waiting = self.shared.session.borrow().to_send();
+        for (id, frame) in waiting {
+            send(socket, &frame).await?;
+            self.shared.session.borrow_mut().outbox.mark_sent(&id);
+        }
+        self.shared.schedule_sync();
+        Ok(())
+    }
+
+    fn request_id(&mut self) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        id
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: &ClientFrame) -> Result<(), Ended> {
+    socket
+        .send(Message::Text(frame.to_json()))
+        .await
+        .map_err(|error| Ended::Lost(Problem::SendFailed(error.to_string())))
+}
+
+/// Milliseconds from now until `at` (`Date.now()` time), for a timer.
+fn wait_until(at: f64) -> u32 {
+    (at - js_sys::Date::now()).max(0.0) as u32
+}
+
+fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
