@@ -1,17 +1,19 @@
 //! One client connection: a reader task and a writer task, and how the connection ends.
 //!
-//! The writer alone owns the socket's sending half and drains the client's bounded queue; the
-//! reader validates what the client sends and hands it to the room. Either may end the connection:
-//! the reader when the client leaves, the writer when the relay shuts down or evicts the client.
+//! The writer alone owns the socket's sending half and drains the client's outbound queue, a batch
+//! at a time with one flush per batch; the reader validates what the client sends and hands it to
+//! the room. Either may end the connection: the reader when the client leaves, the writer when the
+//! relay shuts down, evicts the client, or the socket takes nothing for too long.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::SplitStream;
+use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -21,10 +23,9 @@ use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 
 use crate::history::Posted;
 use crate::metrics::{count, Metrics};
+use crate::outbound::{frame_bytes, Outbound};
 use crate::rate::{RateLimit, TokenBucket};
-use crate::room::{
-    frame_bytes, CloseKind, Evicted, Membership, Mode, OutboundQueue, RelayClose, Room,
-};
+use crate::room::{CloseKind, Evicted, Membership, Mode, RelayClose, Room};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
 /// that stopped reading may never take the frame, so both waits are bounded.
@@ -39,8 +40,8 @@ pub enum ConnectionError {
     /// Writing to the socket failed.
     #[error("writing to the client failed: {0}")]
     Write(#[source] axum::Error),
-    /// The relay closed the connection: the client stopped reading (its queue overflowed), sent
-    /// too big a message, or too many bad frames.
+    /// The relay closed the connection: the client stopped reading (its queue passed its bound or
+    /// its socket took nothing for too long), sent too big a message, or too many bad frames.
     #[error("closed by the relay ({}): {}", .0.frame.code, .0.frame.reason)]
     Closed(RelayClose),
     /// Nothing came back from the client, not even a pong, for too long: the peer is gone
@@ -95,6 +96,7 @@ enum Ended {
 
 /// Serves one upgraded WebSocket until the client leaves, the relay shuts down or evicts it.
 /// The client joined the room (`membership`) before its handshake was answered.
+/// `shutdown` is the relay's: once cancelled, the connection closes with 1001.
 pub async fn serve(
     socket: WebSocket,
     client: ClientInfo,
@@ -102,10 +104,10 @@ pub async fn serve(
     membership: Membership,
     guard: Guard,
     metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
 ) {
     let ClientInfo { peer, mode, identity } = client;
-    let heartbeat = guard.heartbeat;
-    let Membership { seat, outbound, stop, eviction } = membership;
+    let Membership { seat, outbound } = membership;
     let id = seat.id();
     let span = tracing::info_span!("client", id, %peer, ?mode, identity);
     async move {
@@ -116,10 +118,9 @@ pub async fn serve(
         let heard = Arc::new(LastHeard::new());
         let writer = write(
             sink,
-            outbound,
-            stop.clone(),
-            Arc::clone(&eviction),
-            heartbeat,
+            Arc::clone(&outbound),
+            shutdown,
+            guard,
             Arc::clone(&heard),
             Arc::clone(&metrics),
         );
@@ -131,8 +132,7 @@ pub async fn serve(
             room: Arc::clone(&room),
             heard,
             guard,
-            stop: stop.clone(),
-            close_reason: Arc::clone(&eviction),
+            outbound,
             metrics: Arc::clone(&metrics),
         };
         let mut reader = tokio::spawn(reader.run(stream).in_current_span());
@@ -217,9 +217,8 @@ struct Reader {
     room: Arc<Room>,
     heard: Arc<LastHeard>,
     guard: Guard,
-    /// Closes this connection (the writer sends the close frame); the reason is set first.
-    stop: CancellationToken,
-    close_reason: Arc<OnceLock<RelayClose>>,
+    /// This client's queue, where a close the reader decides goes too (the writer sends it).
+    outbound: Arc<Outbound>,
     metrics: Arc<Metrics>,
 }
 
@@ -239,6 +238,9 @@ pub struct Guard {
     /// How long a client may be held back by the rate limit without a break before its
     /// connection is closed as a flood (1008).
     pub flood_after: Duration,
+    /// How long the client's socket may take nothing while frames wait for it before the client
+    /// counts as not reading (1008).
+    pub stall_timeout: Duration,
 }
 
 impl Reader {
@@ -346,10 +348,8 @@ impl Reader {
 
     /// Has the writer close the connection with `code` (unless a reason was already given).
     fn close(&self, kind: CloseKind, code: u16, reason: String) {
-        // `set` fails only when a reason is already recorded; the first one stands.
         let frame = CloseFrame { code, reason: reason.into() };
-        let _ = self.close_reason.set(RelayClose { kind, frame });
-        self.stop.cancel();
+        self.outbound.close(RelayClose { kind, frame });
     }
 
     /// A tutorial client's frame: a plain chat message, given an id and a seq like any other.
@@ -430,63 +430,257 @@ fn now_ms() -> u64 {
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Writes queued frames to the client until the connection is stopped, then sends a close frame:
-/// the eviction's, or 1001 when the relay is shutting down. Pings the client every heartbeat
-/// interval and gives up on it when it stays silent past the timeout.
-async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut outbound: OutboundQueue,
-    stop: CancellationToken,
-    eviction: Arc<OnceLock<RelayClose>>,
-    heartbeat: Heartbeat,
+/// Writes queued frames to the client until the connection is closed (by the room, the reader,
+/// or a stall) or the relay shuts down, then sends a close frame: the decided one, or 1001 on
+/// shutdown. Pings the client every heartbeat interval and gives up on it when it stays silent
+/// past the timeout.
+async fn write<S>(
+    mut sink: S,
+    outbound: Arc<Outbound>,
+    shutdown: CancellationToken,
+    guard: Guard,
     heard: Arc<LastHeard>,
     metrics: Arc<Metrics>,
-) -> Result<Ended, ConnectionError> {
+) -> Result<Ended, ConnectionError>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let close = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => None,
+        close = outbound.closed() => Some(close),
+        stopped = pump(&mut sink, &outbound, guard, &heard, &metrics) => match stopped {
+            Stopped::Stalled => {
+                // The first close decided stands, should the room have evicted the client too.
+                outbound.close(RelayClose::slow_consumer_stalled());
+                outbound.close_reason()
+            }
+            Stopped::Failed(error) => return Err(error),
+        },
+    };
+    let frame = close.as_ref().map_or_else(
+        || CloseFrame { code: close_code::AWAY, reason: "relay shutting down".into() },
+        |close| close.frame.clone(),
+    );
+    // Best effort: a client that stopped reading may never take the frame; it is dropped anyway.
+    if tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await.is_err() {
+        debug!("close frame not accepted in time");
+    }
+    match close {
+        Some(close) => Err(ConnectionError::Closed(close)),
+        None => Ok(Ended::RelayShutdown),
+    }
+}
+
+/// Why [`pump`] stopped.
+enum Stopped {
+    /// The socket took nothing for the stall timeout while frames waited.
+    Stalled,
+    /// Writing failed, or the client stopped answering pings.
+    Failed(ConnectionError),
+}
+
+/// Moves frames from the queue to the socket, each batch of what waits with one flush, and pings.
+/// Returns only when it has to stop; a close decided meanwhile is `write`'s business.
+///
+/// Every step that hands bytes to the socket (a frame, a flush) must complete within the stall
+/// timeout. A reading client takes a frame of at most the message size limit in milliseconds;
+/// one whose socket takes nothing for that long while frames wait has stopped reading, however
+/// few bytes wait for it (the byte bound catches those that fall behind fast).
+async fn pump<S>(
+    sink: &mut S,
+    outbound: &Outbound,
+    guard: Guard,
+    heard: &LastHeard,
+    metrics: &Metrics,
+) -> Stopped
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    let Guard { heartbeat, stall_timeout, .. } = guard;
     let mut pings =
         tokio::time::interval_at(Instant::now() + heartbeat.interval, heartbeat.interval);
     pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // What the writer takes from the queue at once; its buffer goes back to the queue each time.
+    let mut batch = VecDeque::new();
     loop {
-        let frame = tokio::select! {
+        let ping = tokio::select! {
             biased;
-            () = stop.cancelled() => break,
-            frame = outbound.recv() => match frame {
-                Some(frame) => {
-                    metrics.queue_depth.observe(outbound.len() as f64);
-                    metrics.frames_out.inc();
-                    metrics.bytes_out.inc_by(frame_bytes(&frame) as u64);
-                    frame
-                }
-                // The room dropped our queue: we were evicted and `stop` is cancelled as well.
-                None => break,
-            },
-            _ = pings.tick() => {
-                let silent = heard.silent_for();
-                if silent >= heartbeat.interval + heartbeat.timeout {
-                    return Err(ConnectionError::Unresponsive(silent));
-                }
-                Message::Ping(Default::default())
-            }
+            () = outbound.take(&mut batch) => false,
+            _ = pings.tick() => true,
         };
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            sent = sink.send(frame) => sent.map_err(ConnectionError::Write)?,
+        if ping {
+            let silent = heard.silent_for();
+            if silent >= heartbeat.interval + heartbeat.timeout {
+                return Stopped::Failed(ConnectionError::Unresponsive(silent));
+            }
+            if let Err(stopped) =
+                within(stall_timeout, sink.send(Message::Ping(Default::default()))).await
+            {
+                return stopped;
+            }
+            continue;
+        }
+        metrics.queue_depth.observe(batch.len() as f64);
+        metrics.frames_out.inc_by(batch.len() as u64);
+        for frame in batch.drain(..) {
+            let bytes = frame_bytes(&frame);
+            if let Err(stopped) = within(stall_timeout, sink.feed(frame)).await {
+                return stopped;
+            }
+            outbound.sent(bytes);
+            metrics.bytes_out.inc_by(bytes as u64);
+        }
+        if let Err(stopped) = within(stall_timeout, sink.flush()).await {
+            return stopped;
+        }
+        Outbound::release(&mut batch);
+    }
+}
+
+/// One step of writing to the socket, which must complete within `stall_timeout`.
+async fn within(
+    stall_timeout: Duration,
+    step: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> Result<(), Stopped> {
+    match tokio::time::timeout(stall_timeout, step).await {
+        Err(_) => Err(Stopped::Stalled),
+        Ok(Err(error)) => Err(Stopped::Failed(ConnectionError::Write(error))),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A socket that records what it is given, and how often it is flushed.
+    #[derive(Default)]
+    struct Recording {
+        frames: Vec<Message>,
+        flushes: usize,
+    }
+
+    impl Sink<Message> for Recording {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, frame: Message) -> Result<(), Self::Error> {
+            self.frames.push(frame);
+            Ok(())
+        }
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
         }
     }
-    let relay_close = eviction.get().cloned();
-    let close = relay_close.as_ref().map_or_else(
-        || CloseFrame { code: close_code::AWAY, reason: "relay shutting down".into() },
-        |relay_close| relay_close.frame.clone(),
-    );
-    // Best effort: a client that stopped reading may never take the frame; it is dropped anyway.
-    if tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(close.clone()))))
-        .await
-        .is_err()
-    {
-        debug!("close frame not accepted in time");
+
+    /// A socket whose peer stopped reading: it never takes anything.
+    struct Stuck;
+
+    impl Sink<Message> for Stuck {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
+            unreachable!("never ready")
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
     }
-    match relay_close {
-        Some(relay_close) => Err(ConnectionError::Closed(relay_close)),
-        None => Ok(Ended::RelayShutdown),
+
+    fn guard() -> Guard {
+        Guard {
+            heartbeat: Heartbeat {
+                interval: Duration::from_secs(20),
+                timeout: Duration::from_secs(10),
+            },
+            limits: MessageLimits::default(),
+            rate: RateLimit::default(),
+            max_strikes: 20,
+            max_message_size: 64 * 1024,
+            flood_after: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A client whose socket takes nothing is evicted as not reading once the stall timeout
+    /// passes, though a single short message waits for it: far below the byte bound.
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_takes_nothing_is_evicted_after_the_stall_timeout() {
+        let outbound = Arc::new(Outbound::default());
+        assert!(outbound.offer(Message::Text("hello".into()), usize::MAX));
+        let started = Instant::now();
+        let ended = write(
+            Stuck,
+            Arc::clone(&outbound),
+            CancellationToken::new(),
+            guard(),
+            Arc::new(LastHeard::new()),
+            Arc::new(Metrics::new()),
+        )
+        .await;
+        match ended {
+            Err(ConnectionError::Closed(close)) => {
+                assert_eq!((close.kind, close.frame.code), (CloseKind::SlowConsumer, 1008));
+            }
+            other => panic!("expected a slow-consumer close, got {other:?}"),
+        }
+        // The stall, then the bounded wait for the close frame to go out.
+        assert_eq!(started.elapsed(), guard().stall_timeout + CLOSE_TIMEOUT);
+    }
+
+    /// Everything that waits is written in order with one flush; the relay's shutdown then
+    /// closes the socket with 1001.
+    #[tokio::test(start_paused = true)]
+    async fn what_waits_goes_out_in_order_with_one_flush() {
+        let outbound = Arc::new(Outbound::default());
+        for n in 0..5 {
+            assert!(outbound.offer(Message::Text(n.to_string().into()), usize::MAX));
+        }
+        let shutdown = CancellationToken::new();
+        let mut sink = Recording::default();
+        let writing = write(
+            &mut sink,
+            Arc::clone(&outbound),
+            shutdown.clone(),
+            guard(),
+            Arc::new(LastHeard::new()),
+            Arc::new(Metrics::new()),
+        );
+        let stopping = async {
+            // Let the writer take and write the batch, then shut down.
+            tokio::task::yield_now().await;
+            shutdown.cancel();
+        };
+        let (ended, ()) = tokio::join!(writing, stopping);
+        assert!(matches!(ended, Ok(Ended::RelayShutdown)), "{ended:?}");
+        let texts: Vec<_> = sink
+            .frames
+            .iter()
+            .filter_map(|frame| match frame {
+                Message::Text(text) => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, ["0", "1", "2", "3", "4"]);
+        assert!(
+            matches!(sink.frames.last(), Some(Message::Close(Some(close))) if close.code == 1001)
+        );
+        assert_eq!(sink.flushes, 2, "one for the batch, one for the close frame");
     }
 }

@@ -6,6 +6,7 @@
 //!   built app as static files.
 //! - `connection` runs one client: a reader task, a writer task, and the close handshake.
 //! - `room` keeps the connected clients and fans each message out, in each client's protocol.
+//! - `outbound` is one client's queue of frames to write, bounded in bytes.
 //! - `metrics` keeps the figures served at `/metrics` (Prometheus text format).
 //! - `auth` verifies the optional JSON Web Tokens and says whose name a client speaks under.
 //! - `origin` checks the handshake's Origin against the allowlist.
@@ -21,6 +22,7 @@ mod connection;
 mod history;
 mod metrics;
 mod origin;
+mod outbound;
 mod rate;
 mod room;
 mod routes;
@@ -56,12 +58,21 @@ pub struct Config {
     /// A directory holding a built app (`trunk build --release` output) to serve beside the
     /// socket, so a deployment is one process. `None`: serve only the socket.
     pub static_dir: Option<PathBuf>,
-    /// How many frames may wait for one client before it counts as not reading and is evicted.
-    /// Default 256: far more than a chat burst, small enough to bound memory per client.
-    pub queue_capacity: usize,
-    /// How many bytes of text may wait for one client before it is evicted the same way.
-    /// Default 4 MiB: 64 full-size messages, a burst no reading client falls behind.
+    /// How many bytes may wait for one client before it counts as not reading and is evicted
+    /// (1008): each waiting frame counts its text plus the few dozen bytes its slot takes, so this
+    /// bounds the frame count as well. Default 4 MiB: a burst of 10,000 short messages or 64
+    /// full-size ones, which a reading client drains in milliseconds.
+    ///
+    /// There is no separate bound on the number of frames (the relay had `--queue-capacity`, 256
+    /// frames, until a burst of 2,000 short messages evicted every healthy reader): a reading
+    /// client is briefly thousands of frames behind in a burst, and what a queue costs is bytes.
     pub queue_bytes: usize,
+    /// How long a client's socket may take nothing while frames wait for it before the client
+    /// counts as not reading and is evicted (1008), however few bytes wait. Default 30 s: a
+    /// reading client takes a full-size message in well under a second even on a slow link; one
+    /// that stopped reading (a frozen process) would otherwise hold its queue until the byte
+    /// bound, which a quiet room may take hours to reach.
+    pub stall_timeout: Duration,
     /// The largest message a client may send, in bytes; larger ones close the connection (1009).
     /// Default 64 KiB.
     pub max_message_size: usize,
@@ -104,8 +115,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             static_dir: None,
-            queue_capacity: 256,
             queue_bytes: 4 * 1024 * 1024,
+            stall_timeout: Duration::from_secs(30),
             max_message_size: 64 * 1024,
             history_limit: 1000,
             data_dir: None,
@@ -171,9 +182,7 @@ pub async fn run(
     let (history, store) = open_history(&config)?;
     let auth = config.jwt_secret.as_deref().map(Authenticator::new);
     let relay = Arc::new(Relay {
-        room: Arc::new(
-            Room::new(config.queue_capacity, history, store).with_queue_bytes(config.queue_bytes),
-        ),
+        room: Arc::new(Room::new(config.queue_bytes, history, store)),
         config,
         shutdown: CancellationToken::new(),
         sockets: TaskTracker::new(),

@@ -19,13 +19,17 @@ struct Args {
     /// Also serve a built app (`trunk build --release` output) from DIR on the same port.
     #[arg(long = "static", env = "WSCHAT_STATIC", value_name = "DIR")]
     static_dir: Option<PathBuf>,
-    /// Frames that may wait for one client before it is evicted as not reading.
-    #[arg(long, env = "WSCHAT_QUEUE_CAPACITY", default_value_t = Config::default().queue_capacity,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    queue_capacity: usize,
-    /// Bytes of text that may wait for one client before it is evicted as not reading.
-    #[arg(long, env = "WSCHAT_QUEUE_BYTES", default_value_t = Config::default().queue_bytes)]
+    /// Bytes that may wait for one client before it is evicted as not reading (each waiting
+    /// message counts its text plus a few dozen bytes). There is no bound on the number of
+    /// messages: a burst of thousands of short ones is fine.
+    #[arg(long, env = "WSCHAT_QUEUE_BYTES", default_value_t = Config::default().queue_bytes,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..))]
     queue_bytes: usize,
+    /// Seconds a client's socket may take nothing while messages wait for it before the client
+    /// is evicted as not reading.
+    #[arg(long, env = "WSCHAT_STALL_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    stall_timeout: u64,
     /// Largest message a client may send, in bytes.
     #[arg(long, env = "WSCHAT_MAX_MESSAGE_SIZE", default_value_t = Config::default().max_message_size)]
     max_message_size: usize,
@@ -118,8 +122,8 @@ async fn main() -> std::io::Result<()> {
     })?;
     let config = Config {
         static_dir: args.static_dir,
-        queue_capacity: args.queue_capacity,
         queue_bytes: args.queue_bytes,
+        stall_timeout: Duration::from_secs(args.stall_timeout),
         max_message_size: args.max_message_size,
         history_limit: args.history_limit,
         data_dir: args.data_dir,

@@ -39,7 +39,8 @@ pub struct Metrics {
     /// Connections the relay closed itself, by reason (`slow_consumer`, `too_big`, `flood`,
     /// `strikes`, `unresponsive`).
     pub disconnects: Family<Label, Counter>,
-    /// Frames waiting in a client's outbound queue when the writer takes the next one.
+    /// Frames waiting in a client's outbound queue when its writer takes them (all at once, to
+    /// write them with one flush).
     pub queue_depth: Histogram,
 }
 
@@ -58,8 +59,8 @@ impl Metrics {
             bytes_out: Counter::default(),
             frames_refused: Family::default(),
             disconnects: Family::default(),
-            // Powers of two up to the default queue capacity and beyond.
-            queue_depth: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            // From one frame at a time (a reader keeping up) to a burst of thousands.
+            queue_depth: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]),
             registry: Registry::default(),
         };
         registry.register("connections", "Connections open now", metrics.connections.clone());
@@ -89,7 +90,7 @@ impl Metrics {
         );
         registry.register(
             "outbound_queue_depth",
-            "Frames waiting for a client when the next one is written",
+            "Frames waiting for a client when its writer takes them, all at once",
             metrics.queue_depth.clone(),
         );
         Self { registry, ..metrics }

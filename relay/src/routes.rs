@@ -125,9 +125,7 @@ fn accept(
     // Joined now, before the handshake is answered; see `Room::join`. If the upgrade fails, the
     // callback is dropped and the membership with it, which leaves the room.
     let config = &relay.config;
-    let Some(membership) =
-        relay.room.join_unless_full(&relay.shutdown, mode, config.max_connections)
-    else {
+    let Some(membership) = relay.room.join_unless_full(mode, config.max_connections) else {
         tracing::warn!(%peer, limit = config.max_connections, "refused a handshake: too many connections");
         crate::metrics::count(&relay.metrics.handshakes_rejected, "too_many_connections");
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later\n")
@@ -140,12 +138,14 @@ fn accept(
         max_strikes: config.max_strikes,
         max_message_size: config.max_message_size,
         flood_after: config.flood_after,
+        stall_timeout: config.stall_timeout,
     };
     socket.max_message_size(config.max_message_size).on_upgrade(move |socket| {
         let room = Arc::clone(&relay.room);
         let metrics = Arc::clone(&relay.metrics);
         let client = connection::ClientInfo { peer, mode, identity };
-        let task = connection::serve(socket, client, room, membership, guard, metrics);
+        let shutdown = relay.shutdown.clone();
+        let task = connection::serve(socket, client, room, membership, guard, metrics, shutdown);
         relay.sockets.track_future(task)
     })
 }

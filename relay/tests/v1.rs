@@ -84,6 +84,26 @@ async fn a_resent_message_is_relayed_once() {
     relay.stop().await;
 }
 
+/// A tab whose outbox flushes 300 messages at once (after a long disconnection, say) gets 300
+/// acks, in order, and stays connected: its own acks do not count it as a slow reader.
+#[tokio::test]
+async fn an_outbox_of_300_is_acked_whole() {
+    let relay = TestRelay::start(Config { rate: unlimited(), ..Config::default() }).await;
+    let mut alice = relay.connect_v1().await;
+    welcome(&mut alice).await;
+    for n in 0..300 {
+        let frame = message(&format!("queued-{n}"), &n.to_string());
+        alice.feed(Message::text(frame.to_json())).await.unwrap();
+    }
+    alice.flush().await.unwrap();
+    for n in 0..300 {
+        let ack = ServerFrame::Ack { id: format!("queued-{n}"), seq: n + 1, duplicate: false };
+        assert_eq!(next_v1(&mut alice).await, ack);
+    }
+    assert_eq!(metric(&relay, SLOW_CONSUMERS).await, 0.0);
+    relay.stop().await;
+}
+
 /// Tab B is cut off while A sends 20 messages; when B comes back and asks for what follows its
 /// last seq, it gets exactly those 20, once, in order.
 #[tokio::test]

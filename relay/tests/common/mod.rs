@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage, SUBPROTOCOL};
 use wschat_protocol::{ChatMessage, RelayFrame};
-use wschat_relay::{Config, RunError};
+use wschat_relay::{Config, RateLimit, RunError};
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -150,3 +150,38 @@ pub async fn http_get(address: SocketAddr, path: &str) -> String {
     tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response)).await.unwrap().unwrap();
     response
 }
+
+/// No limit on messages per second worth speaking of: for tests about bursts, not about the rate.
+pub fn unlimited() -> RateLimit {
+    RateLimit { per_second: 1e6, burst: 1_000_000 }
+}
+
+/// The value of one series (`name{labels}`) on the relay's metrics page; 0 when it is absent.
+pub async fn metric(relay: &TestRelay, series: &str) -> f64 {
+    let response = http_get(relay.address, "/metrics").await;
+    response
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until a counter reaches `at_least` and returns its value then: a disconnect is counted
+/// when its connection's task ends, a moment after the client sees the socket close.
+pub async fn metric_reaches(relay: &TestRelay, series: &str, at_least: f64) -> f64 {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let value = metric(relay, series).await;
+            if value >= at_least {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{series} never reached {at_least}"))
+}
+
+/// The series counting clients evicted for not reading.
+pub const SLOW_CONSUMERS: &str = r#"wschat_disconnects_total{kind="slow_consumer"}"#;
