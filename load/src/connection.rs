@@ -369,10 +369,11 @@ async fn receive(mut socket: Socket, ctx: &Context, index: usize, report: &mut C
     let stop = ctx.stop.cancelled();
     tokio::pin!(stop);
     loop {
+        // The socket first: `stop` is only polled when no frame is waiting, not once per frame.
         let frame = tokio::select! {
             biased;
-            () = &mut stop => break,
             frame = socket.next() => frame,
+            () = &mut stop => break,
         };
         let text = match frame {
             Some(Ok(Message::Text(text))) => text,
@@ -482,8 +483,10 @@ async fn write_messages(
         Phase::Sending { start_us } => start_us,
         Phase::Connecting | Phase::Probing => {
             if current == Phase::Probing && !ctx.prober_chosen.swap(true, Relaxed) {
-                probe(sink, ctx, &template, &id).await?;
+                let probed = probe(sink, ctx, &template, &id).await;
+                // Done either way: a failed probe must not keep the run waiting.
                 ctx.probing_done.store(true, Relaxed);
+                probed?;
             }
             let sending = tokio::select! {
                 biased;
@@ -529,9 +532,17 @@ async fn write_messages(
                         sink.flush().await?;
                         unflushed = 0;
                     }
+                    let expired = async {
+                        match deadline {
+                            Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         biased;
                         () = &mut stop => break,
+                        () = expired => break,
+                        // Closed when the connection has ended: no ack will come.
                         permit = window.acquire() => match permit {
                             Ok(permit) => permit.forget(),
                             Err(_closed) => break,
@@ -642,5 +653,8 @@ async fn read_as_sender(
             },
         }
     }
+    // The connection is over: the writer must not wait for acks, nor the monitor for its sends.
+    window.close();
+    slot.set_state(State::Ended);
     report
 }

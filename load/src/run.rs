@@ -151,7 +151,11 @@ impl<F: FnMut(Event)> Monitor<'_, F> {
         if receivers > 0 {
             ctx.receivers_held.store(receivers, Relaxed);
             ctx.phase.send_replace(Phase::Probing);
-            self.until(Stage::Probing, |_| ctx.probing_done.load(Relaxed)).await;
+            self.until(Stage::Probing, |_| {
+                ctx.probing_done.load(Relaxed)
+                    || (0..plan.senders).all(|index| ctx.slots[index].state() != State::Open)
+            })
+            .await;
         }
         let start_us = ctx.clock.micros();
         ctx.phase.send_replace(Phase::Sending { start_us });

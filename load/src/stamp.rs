@@ -13,7 +13,10 @@
 //! JSON encoding.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
+
+use memchr::memmem::Finder;
 
 use wschat_protocol::v1::ClientFrame;
 use wschat_protocol::ChatMessage;
@@ -21,6 +24,8 @@ use wschat_protocol::ChatMessage;
 use crate::plan::Protocol;
 
 const MARKER: &str = "wschat-load ";
+/// The marker's searcher, built once: `str::find` would build one per received frame.
+static MARKER_FINDER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(MARKER));
 const RUN_AT: usize = MARKER.len();
 const KIND_AT: usize = RUN_AT + 9;
 const TIME_AT: usize = KIND_AT + 1;
@@ -112,7 +117,7 @@ impl Stamp {
     /// Looks for a stamp in a frame's text.
     #[must_use]
     pub fn find(text: &str, run: RunId) -> Found {
-        let Some(at) = text.find(MARKER) else {
+        let Some(at) = MARKER_FINDER.find(text.as_bytes()) else {
             return Found::None;
         };
         let bytes = &text.as_bytes()[at..];

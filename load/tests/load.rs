@@ -144,6 +144,35 @@ async fn idle_connections_are_held_and_refusals_reported() {
     assert!(!summary.is_clean());
 }
 
+/// A relay that closes the sender (here for a message over its size limit) ends the run early
+/// instead of leaving it waiting for acks, and the summary shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_closed_by_the_relay_ends_the_run_and_is_reported() {
+    for protocol in [Protocol::V1, Protocol::Tutorial] {
+        let relay = WschatRelay::start(Config { max_message_size: 100, ..unlimited() }).await;
+        let plan = Plan {
+            protocol,
+            connections: 3,
+            senders: 1,
+            rate: 0.0,
+            messages: Some(10),
+            message_bytes: 200,
+            drain: Duration::from_millis(300),
+            ..Plan::new(relay.url())
+        };
+        let summary = run(plan).await;
+        assert_eq!(summary.connections.held, 2, "the sender is gone: {summary:?}");
+        assert_eq!(summary.deliveries.count, 0);
+        // The relay closes with 1009; when its close frame is lost to a reset (it drops
+        // the socket with our frames still unread), the reset is reported instead.
+        assert!(
+            summary.close_codes.get("1009") == Some(&1) || !summary.errors.is_empty(),
+            "{summary:?}"
+        );
+        assert!(!summary.is_clean());
+    }
+}
+
 /// Nothing listening: the run does not take place, and the error says why.
 #[tokio::test]
 async fn no_relay_no_run() {
