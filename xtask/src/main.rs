@@ -6,12 +6,14 @@
 //! - `dist`: the release build of the app, for `wschat-relay --static dist`.
 //! - `test`: every check and test: formatting, lints, native tests, browser tests, end-to-end.
 //! - `soak`: a benchmark: 1,000 messages across 5 relay restarts, counting losses and duplicates.
+//! - `bench`: a benchmark: wschat's relay beside a bare relay and Node `ws`, against budgets.
 //! - `screenshot`: the end-to-end chat in Chromium, saved as a picture for the README.
 //!
 //! Modules: `setup` (installs), `process` (child processes and ports), `e2e` (WebDriver
 //! scenarios), `suite` (the stages of `test`), `relay_control` (a relay the browser tests restart),
-//! `soak` (the benchmark).
+//! `soak` (the benchmark), `bench` (the relay benchmark and its table).
 
+mod bench;
 mod e2e;
 mod process;
 mod relay_control;
@@ -51,6 +53,10 @@ enum Command {
     /// Benchmark: 1,000 messages between two tabs while the relay restarts 5 times; prints lost,
     /// duplicated and out-of-order counts and reconnect times.
     Soak,
+    /// Benchmark: wschat's relay beside a bare tokio-tungstenite relay (the floor) and Node `ws`
+    /// (the peer), same run: fan-out throughput and latency, memory per idle socket, persisted vs
+    /// in-memory; prints one table and exits non-zero when a budget is missed.
+    Bench,
     /// Chat between two tabs in headless Chromium and save tab B as a PNG.
     Screenshot {
         /// Where to write the picture.
@@ -81,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["build", "--package", "wschat-relay"]))?;
             soak::run(&dist)
         }
+        Command::Bench => bench::run(),
         Command::Screenshot { output } => {
             setup::ensure(Toolset::Test)?;
             let dist = root.join("target/e2e-dist");
