@@ -20,6 +20,12 @@ use wschat_load::{Event, Plan, Protocol, Stage, Summary};
 /// when neither is given); then the tool waits for outstanding deliveries (up to --drain without
 /// one arriving), closes every socket and prints a summary.
 ///
+/// Figures: a delivery is one of this run's messages received by a receiver (senders' copies
+/// are not counted: the tutorial protocol does not echo to the sender, v1 acks it instead, and
+/// acks are counted apart). Deliveries/s and acks/s are over the time from the first message
+/// sent to the last one received; latency is receive time minus send time, in milliseconds.
+/// Missing deliveries are messages sent × receivers minus deliveries.
+///
 /// Exit status: 0 when every connection opened and stayed open, every message reached every
 /// receiver (and, in v1, was acked) and no error was seen; 1 otherwise (the summary says what
 /// went wrong); 2 when the run could not start (bad flags, no connection at all).
@@ -40,7 +46,8 @@ struct Args {
     /// staggered schedule; 0 sends as fast as the relay takes them.
     #[arg(long, default_value_t = 100.0, value_name = "PER_SECOND")]
     rate: f64,
-    /// Stop sending after this long, e.g. 60s, 500ms, 2m (a bare number is seconds).
+    /// Stop sending after this long, e.g. 60s, 500ms, 2m (a bare number is seconds); with
+    /// --idle, hold the connections this long.
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Stop sending after this many messages in total (split evenly between the senders).
@@ -67,10 +74,10 @@ struct Args {
     #[arg(long, default_value_t = 200, value_name = "N")]
     connect_concurrency: usize,
     /// How long one connection may take to open (for v1, until its welcome).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     connect_timeout: Duration,
     /// After sending, how long to wait for outstanding deliveries while none arrives.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
     drain: Duration,
     /// Print JSON lines on standard output instead of the summary for people: one
     /// {"event":"connected",...} when every connection has opened or failed, then the summary
@@ -143,8 +150,9 @@ fn main() -> ExitCode {
     };
     let progress = progress_bar(args.json);
     let json = args.json;
+    let acks = plan.protocol == Protocol::V1;
     let outcome = runtime.block_on(wschat_load::run(plan, interrupted(), |event| match event {
-        Event::Progress { stage, totals, elapsed } => {
+        Event::Progress { stage, totals, .. } => {
             progress.set_message(match stage {
                 Stage::Connecting => format!(
                     "connecting: {} open, {} failed, {} to go",
@@ -156,13 +164,12 @@ fn main() -> ExitCode {
                     format!("{}: {} open", stage.as_str(), grouped(totals.open as u64))
                 }
                 Stage::Sending | Stage::Draining => format!(
-                    "{}: {} sent, {} delivered, {} acked, {} open, {:.0} s",
+                    "{}: {} sent, {} delivered{}, {} open",
                     stage.as_str(),
                     grouped(totals.sent),
                     grouped(totals.deliveries),
-                    grouped(totals.acks),
+                    if acks { format!(", {} acked", grouped(totals.acks)) } else { String::new() },
                     grouped(totals.open as u64),
-                    elapsed.as_secs_f64()
                 ),
             });
         }
@@ -241,5 +248,39 @@ fn raise_open_file_limit(connections: usize) {
         ),
         Ok(_) => {}
         Err(error) => eprintln!("wschat-load: warning: cannot raise the open-file limit: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durations read as people write them.
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    /// The flags map onto the plan, and --idle means no senders.
+    #[test]
+    fn idle_sends_nothing() {
+        let args =
+            Args::parse_from(["wschat-load", "--url", "ws://x", "--idle", "--connections", "7"]);
+        let plan = args.plan();
+        assert_eq!((plan.connections, plan.senders), (7, 0));
+        assert!(Args::try_parse_from([
+            "wschat-load",
+            "--url",
+            "ws://x",
+            "--idle",
+            "--senders",
+            "2"
+        ])
+        .is_err());
     }
 }
