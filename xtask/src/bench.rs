@@ -456,6 +456,10 @@ impl Measured {
     }
 }
 
+/// How long one load run may take before the bench gives up on it (each run here is planned
+/// to take well under a minute, however slow the relay).
+const LOAD_PATIENCE: Duration = Duration::from_secs(180);
+
 /// Runs `wschat-load --json` against `url` with `args`; returns its summary.
 fn load(tools: &Tools, url: &str, args: &[String]) -> anyhow::Result<Measured> {
     let mut child = Command::new(&tools.load)
@@ -466,9 +470,20 @@ fn load(tools: &Tools, url: &str, args: &[String]) -> anyhow::Result<Measured> {
         .spawn()
         .context("cannot start wschat-load")?;
     let stdout = child.stdout.take().context("wschat-load's output")?;
-    let summary = last_json_line(BufReader::new(stdout));
+    let reader = std::thread::spawn(move || last_json_line(BufReader::new(stdout)));
+    let deadline = Instant::now() + LOAD_PATIENCE;
     // Its exit status only says whether the run was clean; the summary says how.
-    child.wait()?;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            // Either fails only when it has just exited by itself.
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("wschat-load {} did not finish within {LOAD_PATIENCE:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let summary =
+        reader.join().map_err(|_| anyhow::anyhow!("reading wschat-load's output failed"))?;
     Ok(Measured { summary: summary.context("wschat-load printed no summary")? })
 }
 
