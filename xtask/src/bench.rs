@@ -628,7 +628,7 @@ fn compare_row(
     row.wschat = cell(value(wschat));
     if let Some(floor) = floor {
         row.floor = cell(value(floor));
-        row.ratio = format!("{:.2}× floor", value(wschat) / value(floor));
+        row.ratio = ratio_cell(value(wschat) / value(floor), "floor");
     }
     if let Some(peer) = peer {
         row.peer = cell(value(peer));
@@ -655,7 +655,7 @@ fn idle_rss(tools: &Tools, scratch: &Scratch, table: &mut Table) -> anyhow::Resu
         match node {
             Some(node) => {
                 row.peer = bytes_cell(node);
-                row.ratio = format!("{:.2}× peer", wschat / node);
+                row.ratio = ratio_cell(wschat / node, "peer");
                 row.verdict = Verdict::check(wschat <= RSS_PER_SOCKET && wschat <= node);
             }
             None => row.verdict = Verdict::NotMeasured,
@@ -795,7 +795,7 @@ fn persistence(tools: &Tools, scratch: &Scratch, table: &mut Table) -> anyhow::R
         Row::new(format!("acked msgs/s, {pace}: --data-dir (wschat) vs in-memory (floor)"));
     row.wschat = rate_cell(persisted.acks_per_second());
     row.floor = rate_cell(memory.acks_per_second());
-    row.ratio = format!("{ratio:.2}× in-memory");
+    row.ratio = ratio_cell(ratio, "in-memory");
     row.budget = format!("≥ {PERSISTED_VS_MEMORY}× in-memory, no sender closed");
     row.verdict = Verdict::check(
         ratio >= PERSISTED_VS_MEMORY
@@ -807,7 +807,7 @@ fn persistence(tools: &Tools, scratch: &Scratch, table: &mut Table) -> anyhow::R
         let mut row = Row::new(format!("ack {name} latency, {pace}: --data-dir vs in-memory"));
         row.wschat = ms_cell(persisted.number(pointer));
         row.floor = ms_cell(memory.number(pointer));
-        row.ratio = format!("{:.2}× in-memory", persisted.number(pointer) / memory.number(pointer));
+        row.ratio = ratio_cell(persisted.number(pointer) / memory.number(pointer), "in-memory");
         table.push(row);
     }
     for (name, measured) in [("in memory", &memory), ("--data-dir", &persisted)] {
@@ -835,6 +835,21 @@ fn grouped(value: f64) -> String {
         out.insert(0, '-');
     }
     out
+}
+
+/// `0.96× floor`; small ratios keep three decimals, so that 0.004× does not read as 0.00×.
+fn ratio_cell(ratio: f64, of: &str) -> String {
+    if !ratio.is_finite() {
+        return "n/a".to_owned();
+    }
+    let decimals = if ratio >= 10.0 {
+        0
+    } else if ratio >= 0.1 {
+        2
+    } else {
+        3
+    };
+    format!("{ratio:.decimals$}× {of}")
 }
 
 fn rate_cell(per_second: f64) -> String {
@@ -877,5 +892,8 @@ mod tests {
         assert_eq!(table.missed().len(), 1);
         assert_eq!(grouped(1_234_567.8), "1,234,568");
         assert_eq!(bytes_cell(6144.0), "6,144 B");
+        assert_eq!(ratio_cell(0.004_05, "in-memory"), "0.004× in-memory");
+        assert_eq!(ratio_cell(0.956, "floor"), "0.96× floor");
+        assert_eq!(ratio_cell(22.1, "peer"), "22× peer");
     }
 }
