@@ -15,7 +15,7 @@
 //! pages changes only once per [`PAGE_SIZE`] messages. Past [`KEPT`] messages the oldest pages leave
 //! memory (and the page), and [`Conversation::dropped`] counts them.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use wschat_protocol::v1::StoredMessage;
@@ -92,8 +92,6 @@ impl Notice {
 pub struct Conversation {
     pages: VecDeque<Page>,
     len: usize,
-    /// Ids of the rows kept: a message delivered twice (live and in a history answer) shows once.
-    ids: HashSet<String>,
     epoch: Option<String>,
     /// Counts epochs, so pages can say which one they belong to.
     epoch_number: u64,
@@ -101,8 +99,6 @@ pub struct Conversation {
     contiguous_seq: u64,
     /// Seqs above `contiguous_seq` already received or observed, ascending: what overtook a gap.
     ahead: Vec<u64>,
-    /// Messages of the current epoch at or below this seq were shown and then dropped for room.
-    dropped_through: u64,
     dropped: usize,
     next_key: u64,
     notice: Option<Notice>,
@@ -124,24 +120,23 @@ impl Conversation {
                 self.epoch_number += 1;
                 self.contiguous_seq = 0;
                 self.ahead.clear();
-                self.dropped_through = 0;
                 0
             }
         }
     }
 
-    /// Adds a message unless it was already received (or dropped for room); returns whether it
-    /// was new.
+    /// Adds a message unless its seq was already seen in this epoch (received, observed as this
+    /// tab's own, or known lost); returns whether it was new. Within an epoch a seq names one
+    /// message, so a message delivered twice (live and in a history answer) shows once.
     pub fn insert(&mut self, message: StoredMessage, mine: bool) -> bool {
-        if message.seq <= self.dropped_through || self.ids.contains(&message.id) {
+        let seq = message.seq;
+        if seq <= self.contiguous_seq || self.ahead.binary_search(&seq).is_ok() {
             return false;
         }
-        self.observe(message.seq);
-        self.ids.insert(message.id.clone());
+        self.observe(seq);
         let key = self.next_key;
         self.next_key += 1;
         let row = Arc::new(ReceivedMessage { key, message, mine });
-        let seq = row.message.seq;
         // Pages of one epoch are consecutive, at the end, and never empty (made with a row, dropped
         // whole). The page to insert into is the latest
         // one of this epoch whose first row comes before the message, searched from the end, where
@@ -196,13 +191,6 @@ impl Conversation {
             let page = self.pages.pop_front().expect("front() was Some");
             self.len -= page.rows.len();
             self.dropped += page.rows.len();
-            for row in &page.rows {
-                self.ids.remove(&row.message.id);
-            }
-            if page.epoch == self.epoch_number {
-                let last = page.rows.last().map_or(0, |row| row.message.seq);
-                self.dropped_through = self.dropped_through.max(last);
-            }
             self.changes.page_list = true;
             self.changes.notice = true;
         }
@@ -355,7 +343,8 @@ mod tests {
         assert!(!conversation.insert(numbered(1), false), "a duplicate is dropped");
         assert_eq!(seqs(&conversation), [1, 2, 3, 4]);
         assert_eq!(conversation.resume_after(), 4);
-        let keys: HashSet<_> = conversation.messages().map(|entry| entry.key).collect();
+        let keys: std::collections::HashSet<_> =
+            conversation.messages().map(|entry| entry.key).collect();
         assert_eq!(keys.len(), 4, "every row has its own key");
     }
 
@@ -444,8 +433,8 @@ mod tests {
         assert_eq!(conversation.resume_after(), 250);
     }
 
-    /// A flood of 10,000 is kept whole; past that the oldest pages go, the page says how many,
-    /// their ids are forgotten, and a late copy of a dropped message does not come back.
+    /// A flood of 10,000 is kept whole; past that the oldest pages go, the page says how many, and
+    /// a late copy of a dropped message does not come back.
     #[test]
     fn the_oldest_pages_go_past_the_bound() {
         let mut conversation = Conversation::default();
@@ -460,7 +449,6 @@ mod tests {
         assert!(conversation.len() >= KEPT && conversation.len() < KEPT + PAGE_SIZE);
         assert_eq!(conversation.len() + conversation.dropped(), KEPT + 250);
         assert_eq!(conversation.dropped(), 200);
-        assert_eq!(conversation.ids.len(), conversation.len(), "dropped ids are forgotten");
         assert!(!conversation.insert(numbered(1), false), "a dropped message stays dropped");
         assert_eq!(seqs(&conversation).first(), Some(&201));
     }

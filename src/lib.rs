@@ -8,6 +8,7 @@
 //! - [`conversation`]: the received messages, once each, in the relay's order, in pages.
 //! - [`outbox`]: the messages not yet acknowledged by the relay, re-sent after a drop or a reload.
 //! - [`reconnect`]: when to reconnect after the socket closes (capped back-off with full jitter).
+//! - [`js_json`]: JSON parsed by the browser, read through the protocol's decoders.
 //! - [`relay_url`]: where the socket connects (the page's own origin unless `?relay=` says otherwise).
 //! - [`components`]: the page, one component per file.
 
@@ -16,6 +17,7 @@ pub mod components;
 pub mod connection;
 pub mod conversation;
 pub mod heartbeat;
+pub mod js_json;
 pub mod outbox;
 pub mod reconnect;
 pub mod relay_url;

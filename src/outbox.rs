@@ -26,7 +26,8 @@
 //! Lookups by id are linear scans: the outbox holds the undelivered messages of one tab plus what
 //! the owner keeps for display, a few hundred at most, so a map would buy nothing.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use wschat_protocol::{DecodeError, JsonObject};
 
 /// How many undelivered messages [`Outbox::default`] holds: far more than anyone types while
 /// offline, few enough that localStorage never notices.
@@ -131,55 +132,57 @@ impl OutboxChanges {
     }
 }
 
-/// One entry as saved: the state is flat (`seq` or `failed`), which serde reads without
-/// buffering, unlike a tagged enum.
-#[derive(Serialize, Deserialize)]
+/// One entry as saved: the state is flat (`seq` or `failed`).
+#[derive(Serialize)]
 struct SavedMessage<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    source: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    content: std::borrow::Cow<'a, str>,
+    id: &'a str,
+    source: &'a str,
+    content: &'a str,
     created_at_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    failed: Option<std::borrow::Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed: Option<&'a str>,
 }
 
 impl<'a> SavedMessage<'a> {
     fn from_message(message: &'a OutgoingMessage) -> Self {
         let (seq, failed) = match &message.state {
             DeliveryState::Delivered { seq } => (Some(*seq), None),
-            DeliveryState::Failed { reason } => (None, Some(reason.as_str().into())),
+            DeliveryState::Failed { reason } => (None, Some(reason.as_str())),
             DeliveryState::Pending | DeliveryState::Sent => (None, None),
         };
         Self {
-            id: message.id.as_str().into(),
-            source: message.source.as_str().into(),
-            content: message.content.as_str().into(),
+            id: &message.id,
+            source: &message.source,
+            content: &message.content,
             created_at_ms: message.created_at_ms,
             seq,
             failed,
         }
     }
+}
 
-    /// A message sent before the reload but not acknowledged comes back pending: whether it
-    /// arrived is unknown, so it is sent again.
-    fn into_message(self) -> OutgoingMessage {
-        let state = match (self.seq, self.failed) {
+impl OutgoingMessage {
+    /// Reads back a message saved by [`Outbox::undelivered_json`] or [`Outbox::delivered_json`],
+    /// parsed elsewhere (see [`JsonObject`]). One sent before a reload but not acknowledged comes
+    /// back pending: whether it arrived is unknown, so it is sent again.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the field that is missing or wrong.
+    pub fn from_saved<O: JsonObject>(saved: &O) -> Result<Self, DecodeError> {
+        let state = match (saved.optional_u64("seq")?, saved.optional_string("failed")?) {
             (Some(seq), _) => DeliveryState::Delivered { seq },
-            (None, Some(reason)) => DeliveryState::Failed { reason: reason.into_owned() },
+            (None, Some(reason)) => DeliveryState::Failed { reason },
             (None, None) => DeliveryState::Pending,
         };
-        OutgoingMessage {
-            id: self.id.into_owned(),
-            source: self.source.into_owned(),
-            content: self.content.into_owned(),
-            created_at_ms: self.created_at_ms,
+        Ok(Self {
+            id: saved.required_string("id")?,
+            source: saved.required_string("source")?,
+            content: saved.required_string("content")?,
+            created_at_ms: saved.required_u64("created_at_ms")?,
             state,
-        }
+        })
     }
 }
 
@@ -364,32 +367,34 @@ impl Outbox {
             .map(SavedMessage::from_message)
             .collect();
         // Strings, integers and options of them: serialising cannot fail.
-        serde_json::to_string(&saved).expect("saved messages always serialise")
+        serde_json::to_string(&saved)
+            // Not `expect`: formatting the (impossible) error would pull its Debug code into the wasm.
+            .unwrap_or_else(|_| unreachable!("saved messages always serialise"))
     }
 
-    /// Loads an outbox of `capacity` from the two saved parts (either may be missing). Messages
-    /// that were sent but not acknowledged come back pending. An outbox saved with more
-    /// undelivered messages than its capacity keeps them all; it just refuses new ones until acks
-    /// make room. The delivered ones come first: they were sent before anything still waiting.
+    /// Loads an outbox of `capacity` from the two saved parts, parsed elsewhere (see
+    /// [`OutgoingMessage::from_saved`]). An outbox saved with more undelivered messages than its
+    /// capacity keeps them all; it just refuses new ones until acks make room. The delivered ones
+    /// come first: they were sent before anything still waiting. A message in both parts (saved
+    /// undelivered, then delivered) counts as delivered.
     ///
     /// # Errors
-    /// The [`serde_json::Error`] when a part is not JSON or not a list of messages (e.g. written
-    /// by an incompatible version); the caller then decides what to do with the text.
-    pub fn load(
+    /// A [`DecodeError`] when a saved message is not readable (e.g. written by an incompatible
+    /// version); the caller then decides what to do with the text.
+    pub fn load<O: JsonObject>(
         capacity: usize,
-        delivered: Option<&str>,
-        undelivered: Option<&str>,
-    ) -> Result<Self, serde_json::Error> {
+        delivered: &[O],
+        undelivered: &[O],
+    ) -> Result<Self, DecodeError> {
         let mut outbox = Self::new(capacity);
-        for part in [delivered, undelivered].into_iter().flatten() {
-            let saved: Vec<SavedMessage<'_>> = serde_json::from_str(part)?;
-            for message in saved.into_iter().map(SavedMessage::into_message) {
-                if outbox.get(&message.id).is_none() {
-                    outbox.entries.push(message);
-                }
+        for saved in delivered.iter().chain(undelivered) {
+            let message = OutgoingMessage::from_saved(saved)?;
+            if outbox.get(&message.id).is_none() {
+                outbox.entries.push(message);
             }
         }
-        outbox.entries.sort_by_key(|entry| !entry.state.is_delivered());
+        // What was loaded is new to whoever shows the list; nothing needs saving again.
+        outbox.changes.list = !outbox.entries.is_empty();
         Ok(outbox)
     }
 
@@ -426,6 +431,15 @@ mod tests {
 
     fn message(id: &str) -> OutgoingMessage {
         OutgoingMessage::new(id, "ann", format!("text of {id}"), 1_700_000_000_000)
+    }
+
+    /// A saved part parsed (in the browser, `JSON.parse` does this).
+    fn parse(text: &str) -> Vec<serde_json::Value> {
+        parse_list(text)
+    }
+
+    fn parse_list(text: &str) -> Vec<serde_json::Value> {
+        serde_json::from_str(text).expect("a JSON array")
     }
 
     fn outbox_with(capacity: usize, ids: &[&str]) -> Outbox {
@@ -536,8 +550,9 @@ mod tests {
         outbox.mark_sent("b");
         outbox.fail("d", "rate limited");
 
-        let (delivered, undelivered) = (outbox.delivered_json(), outbox.undelivered_json());
-        let loaded = Outbox::load(5, Some(&delivered), Some(&undelivered)).expect("our JSON loads");
+        let (delivered, undelivered) =
+            (parse(&outbox.delivered_json()), parse(&outbox.undelivered_json()));
+        let loaded = Outbox::load(5, &delivered, &undelivered).expect("our JSON loads");
         assert_eq!(loaded.capacity(), 5);
         assert_eq!(ids(loaded.entries().iter()), ["a", "b", "c", "d"]);
         let states: Vec<_> = loaded.entries().iter().map(|m| m.state.clone()).collect();
@@ -552,7 +567,9 @@ mod tests {
         );
         assert_eq!(ids(loaded.to_send()), ["b", "c"]);
         assert_eq!(loaded.get("c"), outbox.get("c"), "text, author and time survive");
-        let only_waiting = Outbox::load(5, None, Some(&undelivered)).expect("loads");
+        let mut only_waiting = Outbox::load(5, &[], &undelivered).expect("loads");
+        let changes = only_waiting.take_changes();
+        assert!(changes.list && !changes.undelivered, "a loaded list is shown, not saved again");
         assert_eq!(ids(only_waiting.entries().iter()), ["b", "c", "d"]);
     }
 
@@ -578,8 +595,12 @@ mod tests {
         outbox.fail("b", "no");
         assert_eq!(parse(&outbox.undelivered_json())[0]["failed"], "no");
 
-        assert!(Outbox::load(3, None, Some("not json")).is_err());
-        assert!(Outbox::load(3, Some(r#"[{"id": "a"}]"#), None).is_err(), "fields are required");
+        let unreadable = |text: &str| Outbox::load(3, &parse_list(text), &[]).unwrap_err().field;
+        assert_eq!(unreadable(r#"[{"id": "a"}]"#), "source", "fields are required");
+        assert_eq!(
+            unreadable(r#"[{"id":"a","source":"b","content":"c","created_at_ms":1,"seq":"x"}]"#),
+            "seq"
+        );
     }
 
     /// A burst of acks changes what is saved of the delivered part, and each row once; sending a

@@ -56,10 +56,21 @@ impl ReconnectPolicy {
             // Checked first because 0 × ∞ is NaN, and zero times any growth is still zero.
             return Duration::ZERO;
         }
-        let exponent = f64::from(attempt.saturating_sub(1));
-        let growth = self.multiplier.max(1.0).powf(exponent);
+        // Exponentiation by squaring rather than `powf`, which costs 2 KB of wasm; at most 32
+        // steps, and an overflow to infinity is simply past the cap.
+        let mut growth = 1.0;
+        let mut base = self.multiplier.max(1.0);
+        let mut exponent = attempt.saturating_sub(1);
+        while exponent > 0 {
+            if exponent & 1 == 1 {
+                growth *= base;
+            }
+            base *= base;
+            exponent >>= 1;
+        }
+        let cap = self.max_delay.as_secs_f64();
         let seconds = initial.as_secs_f64() * growth;
-        if seconds < self.max_delay.as_secs_f64() {
+        if seconds < cap {
             Duration::try_from_secs_f64(seconds).map_or(self.max_delay, |d| d.min(self.max_delay))
         } else {
             self.max_delay

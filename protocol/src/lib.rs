@@ -13,7 +13,10 @@
 use serde::{Deserialize, Serialize};
 
 pub mod limits;
+mod object;
 pub mod v1;
+
+pub use object::{DecodeError, JsonObject};
 
 /// One chat message, exactly as the tutorial sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +33,9 @@ impl ChatMessage {
     pub fn to_json(&self) -> String {
         // Serialising a struct of two strings cannot fail: serde_json only fails on maps with
         // non-string keys or on a failing `Serialize` impl, and there is neither here.
-        serde_json::to_string(self).expect("a ChatMessage always serialises")
+        serde_json::to_string(self)
+            // Not `expect`: formatting the (impossible) error would pull its Debug code into the wasm.
+            .unwrap_or_else(|_| unreachable!("a ChatMessage always serialises"))
     }
 
     /// Decodes a text frame sent by a client.
@@ -136,6 +141,23 @@ impl ErrorCode {
         }
     }
 
+    /// Every code.
+    pub const ALL: [Self; 7] = [
+        Self::InvalidJson,
+        Self::InvalidMessage,
+        Self::BinaryFrame,
+        Self::SourceInvalid,
+        Self::ContentInvalid,
+        Self::TooLong,
+        Self::Unavailable,
+    ];
+
+    /// The code with this wire name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == name)
+    }
+
     /// The wire name, e.g. `"invalid_json"` (also the relay's metric label).
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -174,6 +196,20 @@ impl WireError {
     }
 }
 
+impl WireError {
+    /// Decodes `{"code": ..., "message": ...}` from an object parsed elsewhere (see
+    /// [`JsonObject`]).
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the field that is missing or wrong (an unknown code included).
+    pub fn from_object<O: JsonObject>(object: &O) -> Result<Self, DecodeError> {
+        let code = object.required_string("code")?;
+        let code = ErrorCode::from_name(&code)
+            .ok_or(DecodeError { field: "code", expected: "a known error code" })?;
+        Ok(Self { code, message: object.required_string("message")? })
+    }
+}
+
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -201,7 +237,9 @@ impl RelayFrame {
     #[must_use]
     pub fn to_json(&self) -> String {
         // Only strings and a unit enum inside: serialising cannot fail (see `ChatMessage::to_json`).
-        serde_json::to_string(self).expect("a RelayFrame always serialises")
+        serde_json::to_string(self)
+            // Not `expect`: formatting the (impossible) error would pull its Debug code into the wasm.
+            .unwrap_or_else(|_| unreachable!("a RelayFrame always serialises"))
     }
 
     /// Decodes a frame received from the relay.

@@ -23,7 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, WireError};
+use crate::{DecodeError, ErrorCode, JsonObject, WireError};
 
 /// The subprotocol name a v1 client asks for.
 pub const SUBPROTOCOL: &str = "wschat.v1";
@@ -130,7 +130,9 @@ impl ClientFrame {
     #[must_use]
     pub fn to_json(&self) -> String {
         // Strings and integers only: serialising cannot fail.
-        serde_json::to_string(self).expect("a ClientFrame always serialises")
+        serde_json::to_string(self)
+            // Not `expect`: formatting the (impossible) error would pull its Debug code into the wasm.
+            .unwrap_or_else(|_| unreachable!("a ClientFrame always serialises"))
     }
 
     /// Decodes a frame from a v1 client.
@@ -156,7 +158,9 @@ impl ServerFrame {
     #[must_use]
     pub fn to_json(&self) -> String {
         // Strings, integers and booleans only: serialising cannot fail.
-        serde_json::to_string(self).expect("a ServerFrame always serialises")
+        serde_json::to_string(self)
+            // Not `expect`: formatting the (impossible) error would pull its Debug code into the wasm.
+            .unwrap_or_else(|_| unreachable!("a ServerFrame always serialises"))
     }
 
     /// Decodes a frame from the relay.
@@ -165,6 +169,65 @@ impl ServerFrame {
     /// The serde_json error for anything that is not one of the frames above (all JSON objects).
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         crate::from_json_object(text)
+    }
+}
+
+impl StoredMessage {
+    /// Decodes a stored message from an object parsed elsewhere (see [`JsonObject`]).
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the field that is missing or of the wrong type.
+    pub fn from_object<O: JsonObject>(object: &O) -> Result<Self, DecodeError> {
+        Ok(Self {
+            seq: object.required_u64("seq")?,
+            id: object.required_string("id")?,
+            source: object.required_string("source")?,
+            content: object.required_string("content")?,
+            sent_at_ms: object.required_u64("sent_at_ms")?,
+        })
+    }
+}
+
+impl ServerFrame {
+    /// Decodes a frame from an object parsed elsewhere, such as the browser's `JSON.parse`
+    /// result (see [`JsonObject`]): the same frames as [`ServerFrame::from_json`] without a JSON
+    /// parser. Fields it does not know are ignored, like serde does.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the field that is missing or of the wrong type, or `type` for an
+    /// unknown frame type.
+    pub fn from_object<O: JsonObject>(object: &O) -> Result<Self, DecodeError> {
+        let kind = object.required_string("type")?;
+        Ok(match kind.as_str() {
+            "welcome" => Self::Welcome {
+                epoch: object.required_string("epoch")?,
+                latest_seq: object.required_u64("latest_seq")?,
+                oldest_seq: object.required_u64("oldest_seq")?,
+            },
+            "message" => Self::Message(StoredMessage::from_object(object)?),
+            "ack" => Self::Ack {
+                id: object.required_string("id")?,
+                seq: object.required_u64("seq")?,
+                duplicate: object.required_bool("duplicate")?,
+            },
+            "history" => Self::History {
+                request_id: object.required_u64("request_id")?,
+                epoch: object.required_string("epoch")?,
+                messages: object
+                    .required_objects("messages")?
+                    .iter()
+                    .map(StoredMessage::from_object)
+                    .collect::<Result<_, _>>()?,
+                complete: object.required_bool("complete")?,
+            },
+            "pong" => Self::Pong { request_id: object.required_u64("request_id")? },
+            "error" => Self::Error {
+                error: WireError::from_object(&object.required_object("error")?)?,
+                id: object.optional_string("id")?,
+                request_id: object.optional_u64("request_id")?,
+            },
+            _ => return Err(DecodeError { field: "type", expected: "a known frame type" }),
+        })
     }
 }
 
@@ -235,6 +298,62 @@ mod tests {
         for (text, frame) in server {
             assert_eq!(frame.to_json(), text);
             assert_eq!(ServerFrame::from_json(text).unwrap(), frame);
+            assert_eq!(from_object(text), Ok(frame));
+        }
+    }
+
+    /// Decodes through [`ServerFrame::from_object`], as the browser app does after `JSON.parse`.
+    fn from_object(text: &str) -> Result<ServerFrame, DecodeError> {
+        ServerFrame::from_object(&serde_json::from_str::<serde_json::Value>(text).unwrap())
+    }
+
+    /// The object decoder agrees with serde on every frame, and refuses what serde refuses,
+    /// naming the field.
+    #[test]
+    fn the_object_decoder_agrees_with_serde() {
+        let frames = [
+            ServerFrame::History {
+                request_id: 1,
+                epoch: "e".into(),
+                messages: vec![stored(1), stored(2)],
+                complete: false,
+            },
+            ServerFrame::Error {
+                error: WireError::new(ErrorCode::Unavailable, "disk"),
+                id: Some("m1".into()),
+                request_id: None,
+            },
+            ServerFrame::Error {
+                error: WireError::new(ErrorCode::InvalidJson, ""),
+                id: None,
+                request_id: Some(4),
+            },
+            ServerFrame::Welcome {
+                epoch: "e".into(),
+                latest_seq: 9_007_199_254_740_992,
+                oldest_seq: 0,
+            },
+        ];
+        for frame in frames {
+            assert_eq!(from_object(&frame.to_json()), Ok(frame));
+        }
+        let refused = [
+            (r#"{"type":"shout"}"#, "type"),
+            (r#"{"epoch":"e"}"#, "type"),
+            (r#"{"type":"pong","request_id":-1}"#, "request_id"),
+            (r#"{"type":"pong","request_id":1.5}"#, "request_id"),
+            (r#"{"type":"pong","request_id":"1"}"#, "request_id"),
+            (r#"{"type":"ack","id":"m","seq":1}"#, "duplicate"),
+            (
+                r#"{"type":"history","request_id":1,"epoch":"e","messages":[1],"complete":true}"#,
+                "messages",
+            ),
+            (r#"{"type":"error","error":{"code":"nope","message":"x"}}"#, "code"),
+            (r#"{"type":"error","error":{"code":"too_long","message":"x"},"id":7}"#, "id"),
+        ];
+        for (text, field) in refused {
+            assert!(ServerFrame::from_json(text).is_err(), "serde refuses {text}");
+            assert_eq!(from_object(text).map_err(|error| error.field), Err(field), "{text}");
         }
     }
 

@@ -6,7 +6,6 @@
 //! [`crate::conversation`]), the state of each sent message whose state changed. A message from
 //! someone else thus never touches the "Sent" list, and no list is cloned whole per message.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use leptos::prelude::*;
@@ -85,14 +84,15 @@ impl Mirror {
     pub(super) fn sync_received(&self, conversation: &mut Conversation) {
         let changes = conversation.take_changes();
         if changes.page_list {
-            // Pages still shown keep their signal (and so their rows on the page).
-            let mut known: HashMap<u64, PageView> = self.pages.with_untracked(|pages| {
-                pages.iter().map(|page| (page.key, page.clone())).collect()
-            });
+            // Pages still shown keep their signal (and so their rows on the page). Both lists are
+            // in key order, and pages only leave the front or join the end: one walk pairs them.
+            let old = self.pages.get_untracked();
+            let mut old = old.into_iter().peekable();
             let pages = conversation
                 .pages()
                 .map(|page| {
-                    known.remove(&page.key).unwrap_or_else(|| PageView {
+                    while old.next_if(|view| view.key < page.key).is_some() {}
+                    old.next_if(|view| view.key == page.key).unwrap_or_else(|| PageView {
                         key: page.key,
                         rows: ArcRwSignal::new(page.rows.clone()),
                     })
@@ -119,14 +119,16 @@ impl Mirror {
     /// state changed.
     pub(super) fn sync_sent(&self, outbox: &Outbox, list_changed: bool, states: &[String]) {
         if list_changed {
-            let mut known: HashMap<String, SentRow> = self.sent.with_untracked(|rows| {
-                rows.iter().map(|row| (row.message.id.clone(), row.clone())).collect()
-            });
+            // Rows still listed keep their signal. Both lists are in sending order, and messages
+            // are only forgotten or added at the end: one walk pairs them.
+            let old = self.sent.get_untracked();
+            let mut old = old.into_iter().peekable();
             let rows = outbox
                 .entries()
                 .iter()
                 .map(|message| {
-                    known.remove(&message.id).unwrap_or_else(|| SentRow {
+                    while old.next_if(|row| row.message.id != message.id).is_some() {}
+                    old.next().unwrap_or_else(|| SentRow {
                         message: Arc::new(message.clone()),
                         state: ArcRwSignal::new(message.state.clone()),
                     })
@@ -137,10 +139,13 @@ impl Mirror {
         if states.is_empty() {
             return;
         }
-        let changed: HashSet<&str> = states.iter().map(String::as_str).collect();
         self.sent.with_untracked(|rows| {
-            for row in rows.iter().filter(|row| changed.contains(row.message.id.as_str())) {
-                if let Some(message) = outbox.get(&row.message.id) {
+            for id in states {
+                // A few hundred rows at most, and a handful of changes per frame.
+                let Some(row) = rows.iter().rev().find(|row| row.message.id == *id) else {
+                    continue;
+                };
+                if let Some(message) = outbox.get(id) {
                     if row.state.with_untracked(|state| *state != message.state) {
                         row.state.set(message.state.clone());
                     }

@@ -134,10 +134,13 @@ const DELIVERED_SAVE_DELAY: Duration = Duration::from_secs(2);
 /// A random (version 4) UUID for a new message, from the browser's cryptographic generator.
 fn new_message_id() -> String {
     let mut bytes = [0u8; 16];
-    let crypto = window().crypto().expect("every browser that runs wasm has window.crypto");
-    crypto
-        .get_random_values_with_u8_array(&mut bytes)
-        .expect("16 bytes is far below getRandomValues' 65536-byte limit");
+    // Not `expect`: formatting the (impossible) JsValue error would pull its Debug code in.
+    let crypto = window()
+        .crypto()
+        .unwrap_or_else(|_| unreachable!("every browser that runs wasm has window.crypto"));
+    if crypto.get_random_values_with_u8_array(&mut bytes).is_err() {
+        unreachable!("16 bytes is far below getRandomValues' 65536-byte limit");
+    }
     uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
 }
 

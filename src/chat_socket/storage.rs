@@ -4,6 +4,7 @@
 
 use leptos::prelude::window;
 
+use crate::js_json::JsObject;
 use crate::outbox::Outbox;
 
 /// The localStorage key of the display name.
@@ -81,7 +82,17 @@ impl OutboxStorage {
         let Some(storage) = local_storage() else { return Outbox::new(capacity) };
         let read = |key: &str| storage.get_item(key).ok().flatten();
         let (delivered, undelivered) = (read(&self.delivered_key), read(&self.undelivered_key));
-        match Outbox::load(capacity, delivered.as_deref(), undelivered.as_deref()) {
+        let parse = |text: &Option<String>| match text {
+            None => Some(Vec::new()),
+            Some(text) => JsObject::parse_list(text),
+        };
+        let loaded = match (parse(&delivered), parse(&undelivered)) {
+            (Some(delivered), Some(undelivered)) => {
+                Outbox::load(capacity, &delivered, &undelivered).map_err(|error| error.to_string())
+            }
+            _ => Err("not a JSON list of messages".to_owned()),
+        };
+        match loaded {
             Ok(outbox) => outbox,
             Err(error) => {
                 leptos::logging::warn!("wschat: setting aside an unreadable saved outbox: {error}");

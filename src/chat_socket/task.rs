@@ -1,7 +1,6 @@
 //! The task that owns the socket: connects, reconnects, and moves frames between the socket and
 //! the [`Session`], asking the feed to redraw.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -18,6 +17,7 @@ use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
 use super::{ChatSocketOptions, Command, Request, RequestError, Shared};
 use crate::connection::{ConnectionMachine, ConnectionState, Next};
 use crate::heartbeat::{Beat, Heartbeat};
+use crate::js_json::JsObject;
 use crate::session::Problem;
 
 /// How long messages the relay could not store wait before they are sent again.
@@ -50,8 +50,8 @@ pub(super) struct SocketTask {
     shared: Rc<Shared>,
     set_state: WriteSignal<ConnectionState>,
     set_last_error: WriteSignal<Option<Problem>>,
-    /// Replies awaited by [`super::ChatSocket::request`], by request id.
-    pending: HashMap<u64, oneshot::Sender<Result<ServerFrame, RequestError>>>,
+    /// Replies awaited by [`super::ChatSocket::request`], by request id (a handful at most).
+    pending: Vec<(u64, oneshot::Sender<Result<ServerFrame, RequestError>>)>,
     next_request_id: u64,
 }
 
@@ -71,7 +71,7 @@ impl SocketTask {
             shared,
             set_state,
             set_last_error,
-            pending: HashMap::new(),
+            pending: Vec::new(),
             next_request_id: 1,
         }
     }
@@ -202,7 +202,12 @@ impl SocketTask {
                     );
                 }
                 Event::Frame(Some(Ok(Message::Text(text)))) => {
-                    let frame = match ServerFrame::from_json(&text) {
+                    let decoded = JsObject::parse(&text)
+                        .ok_or_else(|| "not a JSON object".to_owned())
+                        .and_then(|object| {
+                            ServerFrame::from_object(&object).map_err(|error| error.to_string())
+                        });
+                    let frame = match decoded {
                         Ok(frame) => frame,
                         Err(error) => {
                             leptos::logging::warn!(
@@ -289,7 +294,7 @@ impl SocketTask {
                         continue;
                     }
                     let request_id = self.request_id();
-                    self.pending.insert(request_id, reply);
+                    self.pending.push((request_id, reply));
                     let frame = match request {
                         Request::History { after_seq } => {
                             self.shared.session.borrow_mut().history_request(request_id, after_seq)
@@ -336,7 +341,8 @@ impl SocketTask {
             ServerFrame::Error { request_id, .. } => *request_id,
             _ => None,
         };
-        if let Some(reply) = request_id.and_then(|id| self.pending.remove(&id)) {
+        let waiting = request_id.and_then(|id| self.pending.iter().position(|(r, _)| *r == id));
+        if let Some((_, reply)) = waiting.map(|index| self.pending.swap_remove(index)) {
             // The requester may have timed out and gone; then nobody needs the reply.
             let _ = reply.send(Ok(frame));
         }

@@ -64,7 +64,9 @@ pub fn run_all() -> anyhow::Result<()> {
     });
 
     let dist = process::workspace_root().join("target/e2e-dist");
-    let built = report.stage("release build (trunk build --release)", || build_release(&dist));
+    // Every end-to-end stage needs it, so it runs whatever WSCHAT_STAGES says.
+    let built =
+        report.prerequisite("release build (trunk build --release)", || build_release(&dist));
     for browser in Browser::ALL {
         for scenario in Scenario::ALL {
             let name = format!("end-to-end, {}: {}", browser.name(), scenario.name());
@@ -177,11 +179,17 @@ impl Default for Report {
 }
 
 impl Report {
-    /// Runs one stage, records how it went, and returns whether it passed.
+    /// Runs one stage (unless `WSCHAT_STAGES` leaves it out), records how it went, and returns
+    /// whether it passed.
     fn stage(&mut self, name: &str, stage: impl FnOnce() -> anyhow::Result<()>) -> bool {
         if self.only.as_deref().is_some_and(|only| !name.contains(only)) {
             return true;
         }
+        self.prerequisite(name, stage)
+    }
+
+    /// Runs a stage that others need, whatever `WSCHAT_STAGES` says.
+    fn prerequisite(&mut self, name: &str, stage: impl FnOnce() -> anyhow::Result<()>) -> bool {
         println!("\n=== {name}");
         let started = Instant::now();
         let result = stage();
@@ -191,9 +199,6 @@ impl Report {
     }
 
     fn record(&mut self, name: &str, result: anyhow::Result<()>, took: Duration) {
-        if self.only.as_deref().is_some_and(|only| !name.contains(only)) {
-            return;
-        }
         if let Err(error) = &result {
             println!("=== FAILED: {name}: {error:#}");
         }
