@@ -7,7 +7,7 @@ use std::task::Poll;
 
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::channel::oneshot;
-use futures::{future, FutureExt, Sink, SinkExt, StreamExt};
+use futures::{future, FutureExt, Sink, StreamExt};
 use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::{Message, State, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
@@ -226,10 +226,10 @@ impl SocketTask {
                             let request_id = self.request_id();
                             let resync =
                                 self.shared.session.borrow_mut().welcome(&epoch, request_id);
-                            if let Err(ended) = send(&mut socket, &resync).await {
+                            if let Err(ended) = send(&mut socket, &resync) {
                                 return ended;
                             }
-                            if let Err(ended) = self.flush(&mut socket).await {
+                            if let Err(ended) = self.flush(&mut socket) {
                                 return ended;
                             }
                         }
@@ -283,7 +283,7 @@ impl SocketTask {
                 }
                 Event::Command(Some(Command::Flush)) => {
                     if welcomed {
-                        if let Err(ended) = self.flush(&mut socket).await {
+                        if let Err(ended) = self.flush(&mut socket) {
                             return ended;
                         }
                     }
@@ -301,7 +301,7 @@ impl SocketTask {
                         }
                         Request::Ping => ClientFrame::Ping { request_id },
                     };
-                    if let Err(ended) = send(&mut socket, &frame).await {
+                    if let Err(ended) = send(&mut socket, &frame) {
                         return ended;
                     }
                 }
@@ -309,15 +309,14 @@ impl SocketTask {
                     let now = js_sys::Date::now();
                     if retry_flush_at.is_some_and(|at| now >= at) {
                         retry_flush_at = None;
-                        if let Err(ended) = self.flush(&mut socket).await {
+                        if let Err(ended) = self.flush(&mut socket) {
                             return ended;
                         }
                     }
                     match heartbeat.beat(now, || self.request_id()) {
                         Beat::Wait => {}
                         Beat::Ping(request_id) => {
-                            if let Err(ended) =
-                                send(&mut socket, &ClientFrame::Ping { request_id }).await
+                            if let Err(ended) = send(&mut socket, &ClientFrame::Ping { request_id })
                             {
                                 return ended;
                             }
@@ -349,10 +348,10 @@ impl SocketTask {
     }
 
     /// Sends every pending outbox message, in order.
-    async fn flush(&mut self, socket: &mut WebSocket) -> Result<(), Ended> {
+    fn flush(&mut self, socket: &mut WebSocket) -> Result<(), Ended> {
         let waiting = self.shared.session.borrow().to_send();
         for (id, frame) in waiting {
-            send(socket, &frame).await?;
+            send(socket, &frame)?;
             self.shared.session.borrow_mut().outbox.mark_sent(&id);
         }
         self.shared.schedule_sync();
@@ -366,10 +365,11 @@ impl SocketTask {
     }
 }
 
-async fn send(socket: &mut WebSocket, frame: &ClientFrame) -> Result<(), Ended> {
-    socket
-        .send(Message::Text(frame.to_json()))
-        .await
+/// Writes a frame to an open socket. Synchronous: the browser's `WebSocket.send` only queues the
+/// frame, so there is nothing to wait for (gloo-net's sink is ready whenever the socket is open).
+fn send(socket: &mut WebSocket, frame: &ClientFrame) -> Result<(), Ended> {
+    Pin::new(socket)
+        .start_send(Message::Text(frame.to_json()))
         .map_err(|error| Ended::Lost(Problem::SendFailed(error.to_string())))
 }
 

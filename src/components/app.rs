@@ -26,11 +26,16 @@ pub fn App(
                 <ConnectionBadge />
             </header>
             <NameField />
-            <Show when=move || notice().is_some()>
-                <p class="notice" role="status" data-testid="history-notice">
-                    {notice}
-                </p>
-            </Show>
+            {move || {
+                notice()
+                    .map(|text| {
+                        view! {
+                            <p class="notice" role="status" data-testid="history-notice">
+                                {text}
+                            </p>
+                        }
+                    })
+            }}
             <Composer />
             <div class="logs">
                 <SentList />

@@ -48,11 +48,11 @@ pub fn Composer() -> impl IntoView {
             <button type="submit" data-testid="send">
                 "Send Message"
             </button>
-            <Show when=move || problem.with(Option::is_some)>
-                <p class="send-problem" role="alert">
-                    {move || problem.get().map(|error| error.to_string())}
-                </p>
-            </Show>
+            {move || {
+                problem
+                    .get()
+                    .map(|error| view! { <p class="send-problem" role="alert">{error.to_string()}</p> })
+            }}
         </form>
     }
 }

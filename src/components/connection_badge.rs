@@ -43,31 +43,41 @@ pub fn ConnectionBadge() -> impl IntoView {
     };
     let waiting =
         move || !matches!(state.get(), ConnectionState::Open | ConnectionState::Connecting);
+    let open_or_trying =
+        move || !matches!(state.get(), ConnectionState::Closed | ConnectionState::Failed { .. });
     view! {
         <span class=move || format!("badge badge-{}", colour()) data-testid="connection-status" role="status">
             {label}
         </span>
-        <Show when=move || countdown().is_some()>
-            <span class="countdown" data-testid="retry-countdown">
-                {countdown}
-            </span>
-        </Show>
-        <Show when=waiting>
-            <button class="reconnect" data-testid="reconnect" on:click=move |_| socket.reconnect_now()>
-                "Reconnect now"
-            </button>
-        </Show>
-        <Show when=move || {
-            !matches!(state.get(), ConnectionState::Closed | ConnectionState::Failed { .. })
-        }>
-            <button class="reconnect" data-testid="disconnect" on:click=move |_| socket.close()>
-                "Disconnect"
-            </button>
-        </Show>
-        <Show when=move || socket.last_error.with(Option::is_some)>
-            <p class="relay-error" role="alert" data-testid="relay-error">
-                {move || socket.last_error.with(|problem| problem.as_ref().map(ToString::to_string))}
-            </p>
-        </Show>
+        {move || {
+            countdown()
+                .map(|text| view! { <span class="countdown" data-testid="retry-countdown">{text}</span> })
+        }}
+        {move || {
+            waiting()
+                .then(|| {
+                    view! {
+                        <button class="reconnect" data-testid="reconnect" on:click=move |_| socket.reconnect_now()>
+                            "Reconnect now"
+                        </button>
+                    }
+                })
+        }}
+        {move || {
+            open_or_trying()
+                .then(|| {
+                    view! {
+                        <button class="reconnect" data-testid="disconnect" on:click=move |_| socket.close()>
+                            "Disconnect"
+                        </button>
+                    }
+                })
+        }}
+        {move || {
+            socket
+                .last_error
+                .with(|problem| problem.as_ref().map(ToString::to_string))
+                .map(|text| view! { <p class="relay-error" role="alert" data-testid="relay-error">{text}</p> })
+        }}
     }
 }

@@ -26,9 +26,7 @@ pub fn ReceivedList() -> impl IntoView {
     view! {
         <section class="log">
             <h2>"Received Messages"</h2>
-            <Show when=move || { feed.dropped.get() > 0 }>
-                <p class="dropped" data-testid="dropped-notice">{dropped}</p>
-            </Show>
+            {move || dropped().map(|text| view! { <p class="dropped" data-testid="dropped-notice">{text}</p> })}
             <ul data-testid="received-list">
                 <For each=move || feed.pages.get() key=|page| page.key let(page)>
                     <Page page />

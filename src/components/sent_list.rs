@@ -52,12 +52,13 @@ fn SentMessage(row: SentRow) -> impl IntoView {
                 <span class="delivery">{explanation}</span>
             </span>
             <span class="content">{message.content.clone()}</span>
-            <Show when=failed>
-                <button class="retry" on:click={
-                    let id = id.clone();
-                    move |_| socket.retry(&id)
-                }>"Retry"</button>
-            </Show>
+            {move || {
+                failed()
+                    .then(|| {
+                        let id = id.clone();
+                        view! { <button class="retry" on:click=move |_| socket.retry(&id)>"Retry"</button> }
+                    })
+            }}
         </li>
     }
 }

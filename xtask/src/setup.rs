@@ -13,9 +13,6 @@ use crate::process::{cargo, output_of, run};
 const TRUNK_VERSION: &str = "0.21.14";
 /// The last geckodriver verified with the Firefox ESR here.
 const GECKODRIVER_VERSION: &str = "0.37.1";
-/// As `wasm-opt --version` prints it; Trunk.toml's `[tools] wasm_opt` pins the same, so Trunk
-/// refuses any other (Debian's binaryen 108 silently breaks release builds).
-const WASM_OPT_VERSION: &str = "version_132";
 /// Debian's packages for the browser tests.
 const BROWSER_PACKAGES: [&str; 3] = ["chromium", "chromium-driver", "firefox-esr"];
 
@@ -63,19 +60,36 @@ fn ensure_build_tools(toolset: Toolset) -> anyhow::Result<()> {
 }
 
 /// The tools from npm (`xtask/npm/package.json`, pinned by its lock file): wasm-opt from a
-/// current binaryen. Its `.bin` is put on PATH by [`crate::process::put_tools_on_path`].
+/// current binaryen, and terser for the JS glue. Their `.bin` is put on PATH by
+/// [`crate::process::put_tools_on_path`]. Node.js and npm come from the system (Debian's if
+/// missing).
 fn ensure_npm_tools() -> anyhow::Result<()> {
-    let wasm_opt = output_of(Command::new("wasm-opt").arg("--version")).unwrap_or_default();
-    if wasm_opt.contains(WASM_OPT_VERSION) && crate::process::npm_tools_bin().exists() {
+    let dir = crate::process::workspace_root().join("xtask/npm");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("package.json"))
+            .context("cannot read xtask/npm/package.json")?,
+    )?;
+    let pinned =
+        manifest["dependencies"].as_object().context("package.json has no dependencies")?;
+    let installed_version = |name: &str| {
+        let path = dir.join("node_modules").join(name).join("package.json");
+        let text = std::fs::read_to_string(path).ok()?;
+        let installed: serde_json::Value = serde_json::from_str(&text).ok()?;
+        installed["version"].as_str().map(str::to_owned)
+    };
+    let missing: Vec<_> = pinned
+        .iter()
+        .filter(|(name, version)| installed_version(name).as_deref() != version.as_str())
+        .map(|(name, version)| format!("{name}@{}", version.as_str().unwrap_or("?")))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    println!(
-        "wasm-opt {WASM_OPT_VERSION} is missing (found: {:?}); installing it",
-        wasm_opt.trim()
-    );
-    run(Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-        .arg(crate::process::workspace_root().join("xtask/npm")))
+    println!("npm tools missing or at another version: {}; installing them", missing.join(", "));
+    if output_of(Command::new("npm").arg("--version")).is_none() {
+        ensure_debian_packages(&["nodejs", "npm"])?;
+    }
+    run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--prefix"]).arg(&dir))
 }
 
 fn ensure_wasm_target() -> anyhow::Result<()> {
