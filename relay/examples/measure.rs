@@ -38,6 +38,14 @@ struct Args {
     /// One more argument for the relay (repeat it).
     #[arg(long = "relay-arg", allow_hyphen_values = true)]
     relay_args: Vec<String>,
+    /// The relay is a plain broadcast relay taking only `--listen` (the bench's floor,
+    /// `target/release/wschat-bare-relay`): no rate flags, no metrics, tutorial clients only.
+    #[arg(long)]
+    plain: bool,
+    /// Every client speaks the tutorial's JSON (as against the plain relay); otherwise half of the
+    /// receivers and idle sockets speak v1.
+    #[arg(long)]
+    tutorial: bool,
     #[command(subcommand)]
     what: What,
 }
@@ -76,14 +84,19 @@ type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 struct Relay {
     child: Child,
     port: u16,
+    plain: bool,
+    tutorial: bool,
 }
 
 impl Relay {
     async fn start(args: &Args, extra: &[String]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&args.relay)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--rate", "1000000", "--burst", "1000000"])
+        let mut command = Command::new(&args.relay);
+        command.args(["--listen", &format!("127.0.0.1:{port}")]);
+        if !args.plain {
+            command.args(["--rate", "1000000", "--burst", "1000000"]);
+        }
+        let child = command
             .args(&args.relay_args)
             .args(extra)
             .env("RUST_LOG", "wschat_relay=warn")
@@ -92,7 +105,7 @@ impl Relay {
             .kill_on_drop(true)
             .spawn()
             .expect("cannot start the relay (build it with cargo build --release)");
-        let relay = Self { child, port };
+        let relay = Self { child, port, plain: args.plain, tutorial: args.plain || args.tutorial };
         for _ in 0..200 {
             if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
                 return relay;
@@ -110,6 +123,9 @@ impl Relay {
     }
 
     async fn metric(&self, series: &str) -> f64 {
+        if self.plain {
+            return f64::NAN;
+        }
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
         let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -121,6 +137,7 @@ impl Relay {
     }
 
     async fn connect(&self, v1: bool) -> Client {
+        let v1 = v1 && !self.tutorial;
         let mut request = format!("ws://127.0.0.1:{}/ws", self.port).into_client_request().unwrap();
         if v1 {
             request.headers_mut().insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
@@ -214,7 +231,7 @@ async fn fan_out(args: &Args, receivers: usize, messages: usize, rounds: usize) 
     }
     let mut sender = relay.connect(false).await;
     // The v1 receivers' welcomes.
-    let expected_welcomes = receivers.div_ceil(2);
+    let expected_welcomes = if relay.tutorial { 0 } else { receivers.div_ceil(2) };
     while received.load(Ordering::Relaxed) < expected_welcomes {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -4,7 +4,8 @@
 //!   client socket with 1001 and waits for the socket tasks.
 //! - `routes` maps HTTP paths to handlers: WebSocket upgrades on `/ws` and `/`, and optionally the
 //!   built app as static files.
-//! - `connection` runs one client: a reader task, a writer task, and the close handshake.
+//! - `connection` runs one client: a reader and a writer (two futures in one task), and the close
+//!   handshake.
 //! - `room` keeps the connected clients and fans each message out, in each client's protocol.
 //! - `outbound` is one client's queue of frames to write, bounded in bytes.
 //! - `metrics` keeps the figures served at `/metrics` (Prometheus text format).
@@ -206,13 +207,25 @@ pub async fn run(
                 axum::serve::ListenerExt::tap_io(TlsListener::new(listener, acceptor), |_| {});
             axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
         }
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
+        None => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| no_delay(tcp));
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        }
     }
     relay.sockets.close();
     relay.sockets.wait().await;
     relay.room.close_store();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Turns off Nagle's algorithm on a client's socket: the writer already gathers what waits into
+/// one write per batch, and a chat frame held back until the previous one is acknowledged (up to
+/// the peer's delayed-ack timer, 40 ms) is latency a person sees.
+fn no_delay(socket: &tokio::net::TcpStream) {
+    if let Err(error) = socket.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
 }
 
 /// The history to start from: loaded from `data_dir` when there is one, else empty in a new

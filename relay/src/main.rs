@@ -111,6 +111,7 @@ async fn main() -> std::io::Result<()> {
                 .unwrap_or_else(|_| EnvFilter::new("wschat_relay=info")),
         )
         .init();
+    raise_open_file_limit(args.max_connections);
     if let Some(dir) = &args.static_dir {
         if !dir.join("index.html").is_file() {
             tracing::error!(dir = %dir.display(), "no index.html there: build the app first (trunk build --release)");
@@ -161,6 +162,32 @@ async fn main() -> std::io::Result<()> {
             std::process::exit(2);
         }
         Err(RunError::Io(error)) => Err(error),
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, logging both: every client is a socket,
+/// and the usual soft limit (1,024) is far below the default `--max-connections` (10,000), while
+/// the hard limit is usually much higher. A limit still below `max_connections` is worth a
+/// warning: past it, new connections fail at accept.
+fn raise_open_file_limit(max_connections: usize) {
+    let before = match rlimit::Resource::NOFILE.get() {
+        Ok((soft, _)) => soft,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-file limit");
+            return;
+        }
+    };
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) if now < max_connections as u64 => tracing::warn!(
+            open_file_limit = now,
+            max_connections,
+            "the open-file limit is below --max-connections: raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+        ),
+        Ok(now) if now != before => {
+            tracing::info!(from = before, to = now, "raised the open-file limit to the hard limit");
+        }
+        Ok(now) => tracing::info!(open_file_limit = now, "open-file limit"),
+        Err(error) => tracing::warn!(%error, open_file_limit = before, "cannot raise the open-file limit"),
     }
 }
 

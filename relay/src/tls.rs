@@ -89,6 +89,7 @@ impl TlsListener {
             let mut tcp = tcp;
             loop {
                 let (stream, peer) = axum::serve::Listener::accept(&mut tcp).await;
+                crate::no_delay(&stream);
                 if done.is_closed() {
                     return;
                 }

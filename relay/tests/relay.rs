@@ -267,3 +267,42 @@ async fn serves_the_built_app_beside_the_socket() {
     relay.stop().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Started with a low soft limit on open files (1,024 is common), the `wschat-relay` command
+/// raises it to the hard limit and says so, so that thousands of clients can connect without
+/// anyone tuning `ulimit -n` first.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_command_raises_its_open_file_limit() {
+    use tokio::io::AsyncBufReadExt;
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    let low = hard.min(256);
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_wschat-relay"));
+    command
+        // Fewer connections than any hard limit, so the limit is not worth a warning.
+        .args(["--listen", "127.0.0.1:0", "--max-connections", "100"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: setrlimit is async-signal-safe, and nothing else runs in the child before exec.
+    unsafe {
+        command.pre_exec(move || rlimit::Resource::NOFILE.set(low, hard));
+    }
+    let mut relay = command.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(relay.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("the relay logs its limit");
+            if line.contains("open-file limit") {
+                return line;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    if low < hard {
+        assert!(line.contains(&format!("from={low} to={hard}")), "{line}");
+    } else {
+        assert!(line.contains(&hard.to_string()), "{line}");
+    }
+}
