@@ -289,6 +289,38 @@ impl Outbox {
         })
     }
 
+    /// Takes in messages another tab left pending (see the app's storage): each one this outbox
+    /// does not hold yet is queued as it was saved (pending or failed), over the capacity if need
+    /// be, since dropping one would lose it. Returns how many were taken.
+    pub fn adopt(&mut self, messages: impl IntoIterator<Item = OutgoingMessage>) -> usize {
+        let mut taken = 0;
+        for message in messages {
+            if message.state.is_delivered() || self.get(&message.id).is_some() {
+                continue;
+            }
+            self.entries.push(message);
+            taken += 1;
+        }
+        if taken > 0 {
+            self.changes.list = true;
+            self.changes.undelivered = true;
+        }
+        taken
+    }
+
+    /// The user gave up on a failed message: it leaves the outbox. Returns whether it had failed
+    /// (nothing else can be discarded: a pending message may already be on its way).
+    pub fn discard(&mut self, id: &str) -> bool {
+        let failed = |entry: &OutgoingMessage| {
+            entry.id == id && matches!(entry.state, DeliveryState::Failed { .. })
+        };
+        let Some(index) = self.entries.iter().position(failed) else { return false };
+        self.entries.remove(index);
+        self.changes.list = true;
+        self.changes.undelivered = true;
+        true
+    }
+
     /// The message with this id, if the outbox holds it.
     #[must_use]
     pub fn get(&self, id: &str) -> Option<&OutgoingMessage> {
@@ -645,6 +677,37 @@ mod tests {
         outbox.mark_sent("a");
         assert!(outbox.ack("a", 5));
         assert!(!outbox.fail("a", "late refusal"), "a delivered message stays delivered");
+    }
+
+    /// Messages a closed tab left pending are adopted once each, beyond the capacity (none is
+    /// dropped), and go out with this tab's; delivered ones are not taken.
+    #[test]
+    fn adopting_an_orphaned_outbox() {
+        let mut outbox = outbox_with(2, &["a", "b"]);
+        let mut delivered = message("old");
+        delivered.state = DeliveryState::Delivered { seq: 1 };
+        let mut failed = message("f");
+        failed.state = DeliveryState::Failed { reason: "too long".into() };
+        let orphan = [message("a"), message("x"), delivered, failed];
+        assert_eq!(outbox.adopt(orphan), 2);
+        assert_eq!(ids(outbox.entries().iter()), ["a", "b", "x", "f"]);
+        assert_eq!(ids(outbox.to_send()), ["a", "b", "x"]);
+        assert!(outbox.is_full());
+        assert!(outbox.take_changes().undelivered);
+    }
+
+    /// Only a failed message can be discarded; then it is gone for good.
+    #[test]
+    fn discarding_a_failed_message() {
+        let mut outbox = outbox_with(5, &["a", "b"]);
+        assert!(!outbox.discard("a"), "a pending message may be on its way");
+        outbox.fail("a", "too long");
+        outbox.take_changes();
+        assert!(outbox.discard("a"));
+        assert_eq!(ids(outbox.entries().iter()), ["b"]);
+        let changes = outbox.take_changes();
+        assert!(changes.list && changes.undelivered);
+        assert!(!outbox.discard("a"));
     }
 
     /// Old delivered messages can be forgotten to keep the saved outbox small; messages still

@@ -503,3 +503,104 @@ fn sent_state(page: &HtmlElement, n: u32) -> String {
         .and_then(|item| item.unchecked_into::<HtmlElement>().get_attribute("data-state"))
         .unwrap_or_default()
 }
+
+/// Options with the outbox kept in localStorage under a base of this test's own, as tab `tab`.
+fn stored_options(url: String, source: &str, base: &str, tab: &str) -> ChatSocketOptions {
+    ChatSocketOptions {
+        storage_key: Some(base.to_owned()),
+        tab: Some(tab.to_owned()),
+        ..options(url, source)
+    }
+}
+
+fn local_storage() -> web_sys::Storage {
+    window().local_storage().unwrap().unwrap()
+}
+
+/// The contents of the messages saved undelivered under `key`.
+fn saved_contents(key: &str) -> Vec<String> {
+    let Some(text) = local_storage().get_item(key).unwrap() else { return Vec::new() };
+    let saved: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    saved.iter().map(|message| message["content"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A tab closed with messages still pending leaves them behind; the next tab of the site adopts
+/// them, sends them, and forgets the closed tab's copy.
+#[wasm_bindgen_test]
+async fn a_closed_tabs_pending_messages_are_sent_by_the_next_tab() {
+    let base = unique("wschat.test-orphan");
+    let (closed, a) = open_socket(stored_options(dead_relay(), "orphan", &base, "closed"));
+    a.send("left behind 1").unwrap();
+    a.send("left behind 2").unwrap();
+    let name = name_of(&a);
+    assert_eq!(saved_contents(&format!("{base}.closed")), ["left behind 1", "left behind 2"]);
+    closed.cleanup();
+    // Released long enough ago: not a reload in progress.
+    local_storage().set_item(&format!("{base}.closed.owner"), "released 0").unwrap();
+
+    let (_next, b) = open_socket(stored_options(relay(), "next", &base, "next"));
+    until("the adopted messages delivered", || outbox_states(&b) == ["delivered", "delivered"])
+        .await;
+    let (_reader, reader) = open_socket(options(relay(), "reader"));
+    until("another tab to receive them", || received_from(&reader, &name).len() == 2).await;
+    assert_eq!(received_from(&reader, &name), ["left behind 1", "left behind 2"]);
+    assert!(local_storage().get_item(&format!("{base}.closed")).unwrap().is_none());
+}
+
+/// "Duplicate tab" copies the tab's id: the copy notices that a live page holds that outbox and
+/// takes one of its own, so the two never write over each other's pending messages.
+#[wasm_bindgen_test]
+async fn a_duplicated_tab_gets_an_outbox_of_its_own() {
+    let base = unique("wschat.test-duplicate");
+    let (_original, a) = open_socket(stored_options(dead_relay(), "original", &base, "same"));
+    let (_copy, b) = open_socket(stored_options(dead_relay(), "copy", &base, "same"));
+    a.send("from the original").unwrap();
+    b.send("from the copy").unwrap();
+    assert_eq!(saved_contents(&format!("{base}.same")), ["from the original"]);
+    let storage = local_storage();
+    let prefix = format!("{base}.");
+    let others: Vec<String> = (0..storage.length().unwrap())
+        .filter_map(|index| storage.key(index).unwrap())
+        .filter(|key| key.starts_with(&prefix) && !key[prefix.len()..].contains('.'))
+        .filter(|key| *key != format!("{base}.same"))
+        .collect();
+    assert_eq!(others.len(), 1, "{others:?}");
+    assert_eq!(saved_contents(&others[0]), ["from the copy"]);
+}
+
+/// When the browser's storage is full, the page says that waiting messages would not survive a
+/// reload (they are still sent), and stops saying so once saving works again.
+#[wasm_bindgen_test]
+async fn a_full_storage_is_shown_on_the_page() {
+    let base = unique("wschat.test-quota");
+    let storage = local_storage();
+    // Fill the quota with 256 KiB blocks, then smaller ones.
+    let mut filler = Vec::new();
+    for size in [262_144, 16_384, 1_024, 64] {
+        let block = "x".repeat(size);
+        loop {
+            let key = format!("{base}.filler{}", filler.len());
+            if storage.set_item(&key, &block).is_err() {
+                break;
+            }
+            filler.push(key);
+        }
+    }
+    let (page, _app) = mount_app(stored_options(relay(), "quota", &base, "full"));
+    type_into(&by_testid(&page, "composer"), "a message too many for the storage");
+    by_testid::<HtmlButtonElement>(&page, "send").click();
+    until("the storage problem shown", || {
+        page.query_selector("[data-testid=storage-problem]").unwrap().is_some()
+    })
+    .await;
+    until("the message delivered anyway", || sent_state(&page, 0) == "delivered").await;
+    for key in filler {
+        storage.remove_item(&key).unwrap();
+    }
+    type_into(&by_testid(&page, "composer"), "room again");
+    by_testid::<HtmlButtonElement>(&page, "send").click();
+    until("the notice gone", || {
+        page.query_selector("[data-testid=storage-problem]").unwrap().is_none()
+    })
+    .await;
+}

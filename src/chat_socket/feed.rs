@@ -68,6 +68,11 @@ impl Mirror {
         }
     }
 
+    /// Whether the signals went with their owner (the service was cleaned up).
+    pub(super) fn is_disposed(&self) -> bool {
+        self.pages.is_disposed()
+    }
+
     pub(super) fn received(&self) -> ReceivedFeed {
         ReceivedFeed {
             pages: self.pages.read_only(),

@@ -96,6 +96,9 @@ pub struct ChatSocketOptions {
     /// The localStorage key the outbox is kept under (plus this tab's id), so a reload loses
     /// nothing; `None` keeps it in memory only. Default `Some("wschat.outbox")`.
     pub storage_key: Option<String>,
+    /// This tab's id in storage. `None` (the default): the one kept in sessionStorage, or a new
+    /// one. Tests set it to play several tabs in one page.
+    pub tab: Option<String>,
 }
 
 impl Default for ChatSocketOptions {
@@ -107,6 +110,7 @@ impl Default for ChatSocketOptions {
             heartbeat_interval: Duration::from_secs(15),
             reply_timeout: Duration::from_secs(10),
             storage_key: Some("wschat.outbox".to_owned()),
+            tab: None,
         }
     }
 }
@@ -130,6 +134,9 @@ const DELIVERED_KEPT: usize = 200;
 const DELIVERED_PRUNE_AT: usize = 250;
 /// How long the delivered messages may go unsaved (they are saved on `pagehide` too).
 const DELIVERED_SAVE_DELAY: Duration = Duration::from_secs(2);
+/// Other tabs' orphaned outboxes are looked for at start and then every this many claim renewals
+/// (about a minute).
+const ADOPT_EVERY_RENEWALS: u32 = 12;
 
 /// A random (version 4) UUID for a new message, from the browser's cryptographic generator.
 fn new_message_id() -> String {
@@ -165,6 +172,8 @@ struct Shared {
     session: RefCell<Session>,
     mirror: Mirror,
     storage: Option<OutboxStorage>,
+    /// Set while the browser refuses to save the outbox (storage full or disabled).
+    set_storage_problem: WriteSignal<bool>,
     sync_scheduled: Cell<bool>,
     delivered_unsaved: Cell<bool>,
 }
@@ -186,6 +195,10 @@ impl Shared {
     /// undelivered part now, the delivered part a little later.
     fn sync(self: &Rc<Self>) {
         self.sync_scheduled.set(false);
+        // A timer may fire after the service's owner was cleaned up; there is nothing to show.
+        if self.mirror.is_disposed() {
+            return;
+        }
         let mut session = self.session.borrow_mut();
         if session.outbox.entries().len() - session.outbox.undelivered_count() > DELIVERED_PRUNE_AT
         {
@@ -196,7 +209,7 @@ impl Shared {
         self.mirror.sync_sent(&session.outbox, changes.list, &changes.states);
         let Some(storage) = &self.storage else { return };
         if changes.undelivered {
-            storage.save_undelivered(&session.outbox);
+            self.set_storage_problem.set(!storage.save_undelivered(&session.outbox));
         }
         if changes.delivered && !self.delivered_unsaved.replace(true) {
             let shared = Rc::clone(self);
@@ -211,6 +224,31 @@ impl Shared {
             }
         }
     }
+
+    /// Takes in what other tabs left pending when they closed (see [`OutboxStorage`]); returns
+    /// whether anything was taken. An orphan is forgotten only once this tab has saved its
+    /// messages; an unreadable one is left alone.
+    fn adopt_orphans(self: &Rc<Self>) -> bool {
+        let Some(storage) = &self.storage else { return false };
+        let mut adopted = false;
+        for tab in storage.orphans() {
+            let Some(saved) = storage.read_orphan(&tab) else { continue };
+            let Ok(messages) =
+                saved.iter().map(OutgoingMessage::from_saved).collect::<Result<Vec<_>, _>>()
+            else {
+                continue;
+            };
+            let mut session = self.session.borrow_mut();
+            if session.outbox.adopt(messages) == 0 || storage.save_undelivered(&session.outbox) {
+                storage.forget_orphan(&tab);
+                adopted = true;
+            }
+        }
+        if adopted {
+            self.sync();
+        }
+        adopted
+    }
 }
 
 /// The chat socket service: cheap to copy, the same for every component that asks for it.
@@ -224,6 +262,9 @@ pub struct ChatSocket {
     pub sent: SentFeed,
     /// The last problem worth telling the user, until things are well again.
     pub last_error: ReadSignal<Option<Problem>>,
+    /// True while the browser refuses to save the outbox (storage full or disabled): messages
+    /// still go out, but those waiting would not survive a reload.
+    pub storage_problem: ReadSignal<bool>,
     /// The name this tab's messages are sent under.
     pub source: ReadSignal<String>,
     set_source: WriteSignal<String>,
@@ -246,19 +287,25 @@ impl ChatSocket {
         let url = options.url.clone().unwrap_or_else(crate::relay_url::for_current_page);
         let source =
             options.source.clone().or_else(storage::saved_name).unwrap_or_else(storage::guest_name);
-        let storage = options.storage_key.as_deref().map(OutboxStorage::for_this_tab);
+        let storage = options
+            .storage_key
+            .as_deref()
+            .map(|base| OutboxStorage::claim(base, options.tab.as_deref()));
         let outbox = storage
             .as_ref()
             .map_or_else(|| Outbox::new(DEFAULT_CAPACITY), |s| s.load(DEFAULT_CAPACITY));
+        let (storage_problem, set_storage_problem) = signal(false);
         let shared = Rc::new(Shared {
             session: RefCell::new(Session::new(outbox, source.clone())),
             mirror: Mirror::new(),
             storage,
+            set_storage_problem,
             sync_scheduled: Cell::new(false),
             delivered_unsaved: Cell::new(false),
         });
-        // The reloaded outbox shows at once.
+        // The reloaded outbox shows at once, with whatever closed tabs left pending.
         shared.sync();
+        shared.adopt_orphans();
         let (state, set_state) = signal(ConnectionState::Connecting);
         let (last_error, set_last_error) = signal(None);
         let (source, set_source) = signal(source);
@@ -268,6 +315,7 @@ impl ChatSocket {
             received: shared.mirror.received(),
             sent: shared.mirror.sent(),
             last_error,
+            storage_problem,
             source,
             set_source,
             reply_timeout: options.reply_timeout,
@@ -297,13 +345,46 @@ impl ChatSocket {
                 let _ = retry.unbounded_send(Command::Hurry);
             }
         });
-        // The delivered part of the outbox is saved lazily: a tab going away saves it now.
+        // The delivered part of the outbox is saved lazily: a tab going away saves it now, and
+        // gives its outbox up for a reload (or another tab) to take.
         let leaving = Rc::clone(&shared);
-        let hide = window_event_listener_untyped("pagehide", move |_| leaving.save_delivered());
+        let hide = window_event_listener_untyped("pagehide", move |_| {
+            leaving.save_delivered();
+            if let Some(storage) = &leaving.storage {
+                storage.release();
+            }
+        });
+        // A page back from the back-forward cache claims its outbox again.
+        let back = Rc::clone(&shared);
+        let show = window_event_listener_untyped("pageshow", move |_| {
+            if let Some(storage) = &back.storage {
+                storage.renew();
+            }
+        });
+        // The claim is renewed while the page lives; now and then, closed tabs are looked for.
+        let renewing = Rc::clone(&shared);
+        let flush = commands.clone();
+        let renewals = Cell::new(0_u32);
+        let renew = set_interval_with_handle(
+            move || {
+                let Some(storage) = &renewing.storage else { return };
+                storage.renew();
+                renewals.set(renewals.get() + 1);
+                if renewals.get().is_multiple_of(ADOPT_EVERY_RENEWALS) && renewing.adopt_orphans() {
+                    let _ = flush.unbounded_send(Command::Flush);
+                }
+            },
+            Duration::from_millis(storage::OWNER_RENEW_MS as u64),
+        )
+        .ok();
         on_cleanup(move || {
             online.remove();
             visible.remove();
             hide.remove();
+            show.remove();
+            if let Some(renew) = renew {
+                renew.clear();
+            }
             // Dropping the last sender ends the task, which closes the socket with 1000.
             commands.close_channel();
         });
@@ -350,6 +431,16 @@ impl ChatSocket {
         if retried {
             self.command(Command::Flush);
         }
+    }
+
+    /// Drops a failed message the user gave up on.
+    pub fn discard(&self, id: &str) {
+        self.shared.with_value(|shared| {
+            let discarded = shared.session.borrow_mut().outbox.discard(id);
+            if discarded {
+                shared.sync();
+            }
+        });
     }
 
     /// Reconnects at once (after a loss, a give-up or a close), without waiting out the back-off.

@@ -85,7 +85,14 @@ impl SocketTask {
             self.shared.session.borrow_mut().disconnected();
             self.shared.schedule_sync();
             let next = match ended {
-                Ended::Dropped => return,
+                Ended::Dropped => {
+                    // The service is gone (the app was unmounted): what it left pending is up
+                    // for adoption like a closed tab's.
+                    if let Some(storage) = &self.shared.storage {
+                        storage.release();
+                    }
+                    return;
+                }
                 Ended::Closed => machine.closed_by_user(),
                 Ended::Lost(problem) => {
                     let reason = problem.to_string();

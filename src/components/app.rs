@@ -36,6 +36,19 @@ pub fn App(
                         }
                     })
             }}
+            {move || {
+                socket
+                    .storage_problem
+                    .get()
+                    .then(|| {
+                        view! {
+                            <p class="notice" role="status" data-testid="storage-problem">
+                                "This browser will not save more: messages waiting to be sent are \
+                                 lost if this page is closed or reloaded. Free some site storage."
+                            </p>
+                        }
+                    })
+            }}
             <Composer />
             <div class="logs">
                 <SentList />

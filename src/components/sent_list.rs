@@ -7,7 +7,7 @@ use crate::components::clock;
 use crate::outbox::DeliveryState;
 
 /// One `<li>` per message: name, time, content, and its state (waiting, sent, delivered, or
-/// failed with the reason and a Retry button). Each row follows its own message's state: an ack
+/// failed with the reason, a Retry and a Discard button). Each row follows its own message's state: an ack
 /// redraws one row, and messages from others redraw nothing here.
 #[component]
 pub fn SentList() -> impl IntoView {
@@ -55,8 +55,13 @@ fn SentMessage(row: SentRow) -> impl IntoView {
             {move || {
                 failed()
                     .then(|| {
-                        let id = id.clone();
-                        view! { <button class="retry" on:click=move |_| socket.retry(&id)>"Retry"</button> }
+                        let (retry, discard) = (id.clone(), id.clone());
+                        view! {
+                            <button class="retry" on:click=move |_| socket.retry(&retry)>"Retry"</button>
+                            <button class="retry" data-testid="discard" on:click=move |_| socket.discard(&discard)>
+                                "Discard"
+                            </button>
+                        }
                     })
             }}
         </li>
