@@ -172,10 +172,16 @@ impl SocketTask {
         );
         // When messages the relay could not store are due to go again.
         let mut retry_flush_at: Option<f64> = None;
+        // The timer for the next heartbeat or retry, and when it fires.
+        let mut timer: Option<(f64, TimeoutFuture)> = None;
         loop {
             let wake_at =
                 retry_flush_at.map_or(heartbeat.wake_at(), |at| at.min(heartbeat.wake_at()));
-            let mut timer = TimeoutFuture::new(wait_until(wake_at));
+            // Kept from one event to the next while the wake-up time stands: a flood of frames
+            // would otherwise set and clear a browser timer per frame.
+            if timer.as_ref().is_none_or(|(at, _)| *at != wake_at) {
+                timer = Some((wake_at, TimeoutFuture::new(wait_until(wake_at))));
+            }
             // One poll over everything the connection waits for. gloo-net has no open event: its
             // sink turns ready when the socket opens. (Not split: a `SplitSink` reports ready at
             // once, without asking the socket, which would claim "open" during the handshake.)
@@ -193,8 +199,10 @@ impl SocketTask {
                 if let Poll::Ready(frame) = socket.poll_next_unpin(cx) {
                     return Poll::Ready(Event::Frame(frame));
                 }
-                if opened && timer.poll_unpin(cx).is_ready() {
-                    return Poll::Ready(Event::Timer);
+                if let Some((_, timer)) = timer.as_mut().filter(|_| opened) {
+                    if timer.poll_unpin(cx).is_ready() {
+                        return Poll::Ready(Event::Timer);
+                    }
                 }
                 Poll::Pending
             })
@@ -313,6 +321,7 @@ impl SocketTask {
                     }
                 }
                 Event::Timer => {
+                    timer = None;
                     let now = js_sys::Date::now();
                     if retry_flush_at.is_some_and(|at| now >= at) {
                         retry_flush_at = None;
