@@ -98,13 +98,20 @@ pub(super) fn holder(owner: Option<&str>, instance: &str, now_ms: f64) -> Holder
     let Some((who, stamp)) = owner.and_then(|owner| owner.split_once(' ')) else {
         return Holder::Nobody;
     };
-    let age = now_ms - stamp.parse::<f64>().unwrap_or(0.0);
+    // Whole milliseconds, written and read as integers: float formatting and parsing would add
+    // about 25 KB to the wasm.
+    let age = now_ms - stamp.parse::<u64>().unwrap_or(0) as f64;
     match who {
         "released" if age < RELEASED_GRACE_MS => Holder::JustReleased,
         "released" => Holder::Nobody,
         _ if who == instance || age >= OWNER_STALE_MS => Holder::Nobody,
         _ => Holder::Live,
     }
+}
+
+/// `Date.now()` in whole milliseconds.
+fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
 }
 
 impl OutboxStorage {
@@ -143,13 +150,13 @@ impl OutboxStorage {
 
     /// Renews this page's claim (every [`OWNER_RENEW_MS`], and when the page shows again).
     pub(super) fn renew(&self) {
-        self.write(&self.owner_key, &format!("{} {}", self.instance, js_sys::Date::now()));
+        self.write(&self.owner_key, &format!("{} {}", self.instance, now_ms()));
     }
 
     /// Gives the outbox up as the page goes away: a reload takes it back, another tab adopts
     /// what was left pending once the page stays gone.
     pub(super) fn release(&self) {
-        self.write(&self.owner_key, &format!("released {}", js_sys::Date::now()));
+        self.write(&self.owner_key, &format!("released {}", now_ms()));
     }
 
     /// The ids of other tabs whose outboxes nobody holds (some may hold only delivered messages,
@@ -166,7 +173,13 @@ impl OutboxStorage {
                 Some(rest.split_once('.').map_or(rest, |(tab, _)| tab).to_owned())
             })
             .filter(|tab| *tab != self.tab)
-            .collect::<std::collections::BTreeSet<_>>()
+            // Each tab has up to three keys; a handful of tabs at most (gone ones are forgotten).
+            .fold(Vec::new(), |mut tabs, tab| {
+                if !tabs.contains(&tab) {
+                    tabs.push(tab);
+                }
+                tabs
+            })
             .into_iter()
             .filter(|tab| {
                 let owner = storage.get_item(&format!("{}{tab}.owner", prefix)).ok().flatten();
