@@ -6,8 +6,10 @@
 //! printing the whole table.
 //!
 //! The table is a list of [`Row`]s filled by one function per group of rows ([`relay_fanout`],
-//! [`idle_rss`], [`persistence`]); a new group is one more function that pushes rows (with a
-//! [`Verdict`] when it checks a budget) and is called from [`run`].
+//! [`idle_rss`], [`persistence`], and in [`browser`] the app's first load and its flood and
+//! tab→tab latency in Chromium and Firefox against a plain JavaScript page); a new group is one
+//! more function that pushes rows (with a [`Verdict`] when it checks a budget) and is called from
+//! [`run`].
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -20,6 +22,8 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use crate::process::{self, cargo, run as run_command};
+
+mod browser;
 
 /// wschat's throughput must be at least this share of the floor's.
 const THROUGHPUT_VS_FLOOR: f64 = 0.8;
@@ -203,6 +207,7 @@ pub fn run() -> anyhow::Result<()> {
     table.group("persistence: --data-dir vs in-memory", |table| {
         persistence(&tools, &scratch, table)
     });
+    browser::groups(&tools, &scratch, &mut table);
 
     println!("\n{}", table.render());
     println!(

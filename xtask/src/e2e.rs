@@ -46,7 +46,7 @@ impl Browser {
     }
 
     /// Starts this browser's WebDriver server on a free port; returns it and its URL.
-    fn start_driver(self) -> anyhow::Result<(Background, String)> {
+    pub(crate) fn start_driver(self) -> anyhow::Result<(Background, String)> {
         let port = process::free_port()?;
         let mut command = match self {
             Self::Chromium => {
@@ -79,7 +79,7 @@ impl Browser {
     }
 
     /// The capabilities of `webdriver.json` (shared with the wasm-bindgen tests), made headless.
-    fn capabilities(self) -> anyhow::Result<serde_json::Map<String, Value>> {
+    pub(crate) fn capabilities(self) -> anyhow::Result<serde_json::Map<String, Value>> {
         let text =
             std::fs::read_to_string("webdriver.json").context("cannot read webdriver.json")?;
         let Value::Object(mut capabilities) = serde_json::from_str(&text)? else {
