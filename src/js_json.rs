@@ -2,6 +2,8 @@
 //! `wschat_protocol` read the parsed object's fields through [`JsonObject`], so the app carries
 //! no JSON parser of its own (serde_json's decoder was a fifth of the bundle).
 
+use std::cell::RefCell;
+
 use js_sys::{Array, Object, Reflect, JSON};
 use wasm_bindgen::{JsCast, JsValue};
 use wschat_protocol::JsonObject;
@@ -29,8 +31,25 @@ impl JsObject {
 
     fn get(&self, key: &str) -> JsValue {
         // Only own fields of parsed JSON are asked for; none is named like a prototype's.
-        Reflect::get(&self.0, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+        with_key(key, |key| Reflect::get(&self.0, key).unwrap_or(JsValue::UNDEFINED))
     }
+}
+
+thread_local! {
+    /// Field names as JavaScript strings, made once: a flood reads the same few fields of
+    /// thousands of frames, and making the string anew costs a call into JavaScript each time.
+    /// The decoders ask for a score of names at most.
+    static KEYS: RefCell<Vec<(String, JsValue)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_key<R>(name: &str, read: impl FnOnce(&JsValue) -> R) -> R {
+    KEYS.with_borrow_mut(|keys| {
+        let index = keys.iter().position(|(known, _)| known == name).unwrap_or_else(|| {
+            keys.push((name.to_owned(), JsValue::from_str(name)));
+            keys.len() - 1
+        });
+        read(&keys[index].1)
+    })
 }
 
 fn objects(value: JsValue) -> Option<Vec<JsObject>> {

@@ -109,49 +109,49 @@ impl Session {
 
     /// Applies a frame from the relay (other than the welcome). Returns a problem to show, if
     /// the frame reports one.
-    pub fn apply(&mut self, frame: &ServerFrame) -> Option<Problem> {
+    /// Takes the frame by value: a message moves into the conversation without a copy.
+    pub fn apply(&mut self, frame: ServerFrame) -> Option<Problem> {
         match frame {
             ServerFrame::Message(message) => self.receive(message),
             ServerFrame::Ack { id, seq, .. } => {
-                self.outbox.ack(id, *seq);
-                self.conversation.observe(*seq);
+                self.outbox.ack(&id, seq);
+                self.conversation.observe(seq);
             }
             ServerFrame::History { request_id, messages, complete, .. } => {
+                let through = messages.last().map(|message| message.seq);
                 for message in messages {
                     self.receive(message);
                 }
-                let position = self.resyncs.iter().position(|(id, _)| id == request_id);
+                let position = self.resyncs.iter().position(|(id, _)| *id == request_id);
                 if let Some((_, after_seq)) = position.map(|index| self.resyncs.remove(index)) {
-                    let through = messages.last().map_or(after_seq, |message| message.seq);
-                    self.conversation.history_answered(after_seq, through, *complete);
+                    let through = through.unwrap_or(after_seq);
+                    self.conversation.history_answered(after_seq, through, complete);
                 }
             }
             ServerFrame::Error { error, id: Some(id), .. }
                 if error.code != ErrorCode::Unavailable =>
             {
-                self.outbox.fail(id, error.message.clone());
+                self.outbox.fail(&id, error.message);
             }
             // The relay could not store it: it waits, to be sent again a little later.
             ServerFrame::Error { id: Some(id), .. } => {
-                self.outbox.requeue(id);
+                self.outbox.requeue(&id);
                 return Some(Problem::Unavailable);
             }
-            ServerFrame::Error { error, id: None, .. } => {
-                return Some(Problem::Refused(error.clone()))
-            }
+            ServerFrame::Error { error, id: None, .. } => return Some(Problem::Refused(error)),
             ServerFrame::Welcome { .. } | ServerFrame::Pong { .. } => {}
         }
         None
     }
 
     /// A message from the relay: this tab's own (acked by its id) or one for the received list.
-    fn receive(&mut self, message: &StoredMessage) {
+    fn receive(&mut self, message: StoredMessage) {
         if self.outbox.ack(&message.id, message.seq) || self.outbox.get(&message.id).is_some() {
             self.conversation.observe(message.seq);
             return;
         }
         let mine = message.source == self.source;
-        self.conversation.insert(message.clone(), mine);
+        self.conversation.insert(message, mine);
     }
 
     /// The pending messages as frames, in order, each with its id (to mark it sent once written).
@@ -207,7 +207,7 @@ mod tests {
         assert_eq!(frames.len(), 1);
         session.outbox.mark_sent("m1");
         assert!(session.to_send().is_empty());
-        session.apply(&ServerFrame::Ack { id: "m1".into(), seq: 3, duplicate: false });
+        session.apply(ServerFrame::Ack { id: "m1".into(), seq: 3, duplicate: false });
         assert_eq!(session.outbox.get("m1").unwrap().state, DeliveryState::Delivered { seq: 3 });
         assert!(session.conversation.is_empty(), "an own message is not 'received'");
     }
@@ -224,7 +224,7 @@ mod tests {
             vec![stored(1, "other", "bob"), stored(2, "mine", "ann"), stored(3, "x", "ann")],
             true,
         );
-        assert_eq!(session.apply(&answer), None);
+        assert_eq!(session.apply(answer), None);
         assert_eq!(session.outbox.get("mine").unwrap().state, DeliveryState::Delivered { seq: 2 });
         let received: Vec<_> =
             session.conversation.messages().map(|m| (m.message.seq, m.mine)).collect();
@@ -238,7 +238,7 @@ mod tests {
     fn a_live_message_before_the_history_answer_loses_nothing() {
         let mut session = session_with(&[]);
         session.welcome("e", 1);
-        session.apply(&ServerFrame::Message(stored(5, "m5", "bob")));
+        session.apply(ServerFrame::Message(stored(5, "m5", "bob")));
         session.disconnected();
         assert_eq!(
             session.welcome("e", 2),
@@ -246,7 +246,7 @@ mod tests {
             "the gap 1..4 is asked for again"
         );
         let answer = (1..=5).map(|seq| stored(seq, &format!("m{seq}"), "bob")).collect();
-        session.apply(&history(2, answer, true));
+        session.apply(history(2, answer, true));
         let seqs: Vec<_> = session.conversation.messages().map(|m| m.message.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
     }
@@ -264,13 +264,13 @@ mod tests {
             id: id.map(str::to_owned),
             request_id: None,
         };
-        assert_eq!(session.apply(&refused(ErrorCode::TooLong, Some("long"))), None);
+        assert_eq!(session.apply(refused(ErrorCode::TooLong, Some("long"))), None);
         assert!(matches!(session.outbox.get("long").unwrap().state, DeliveryState::Failed { .. }));
-        let problem = session.apply(&refused(ErrorCode::Unavailable, Some("later")));
+        let problem = session.apply(refused(ErrorCode::Unavailable, Some("later")));
         assert_eq!(problem, Some(Problem::Unavailable));
         assert_eq!(session.outbox.get("later").unwrap().state, DeliveryState::Pending);
         assert_eq!(session.to_send().len(), 1);
-        let problem = session.apply(&refused(ErrorCode::InvalidMessage, None));
+        let problem = session.apply(refused(ErrorCode::InvalidMessage, None));
         assert!(matches!(problem, Some(Problem::Refused(_))));
     }
 }

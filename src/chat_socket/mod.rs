@@ -180,15 +180,17 @@ struct Shared {
 
 impl Shared {
     /// Brings the signals up to date at the next animation frame, or within 100 ms in a hidden
-    /// tab, which gets no animation frames.
+    /// tab, which gets no animation frames (a tab hidden meanwhile syncs as it hides).
     fn schedule_sync(self: &Rc<Self>) {
         if self.sync_scheduled.replace(true) {
             return;
         }
         let shared = Rc::clone(self);
-        request_animation_frame(move || shared.sync());
-        let shared = Rc::clone(self);
-        set_timeout(move || shared.sync(), Duration::from_millis(100));
+        if document().hidden() {
+            set_timeout(move || shared.sync(), Duration::from_millis(100));
+        } else {
+            request_animation_frame(move || shared.sync());
+        }
     }
 
     /// Copies what changed into the signals and saves what changed of the outbox: the
@@ -340,9 +342,13 @@ impl ChatSocket {
             let _ = retry.unbounded_send(Command::Hurry);
         });
         let retry = commands.clone();
+        let hiding = Rc::clone(&shared);
         let visible = window_event_listener_untyped("visibilitychange", move |_| {
             if document().visibility_state() == web_sys::VisibilityState::Visible {
                 let _ = retry.unbounded_send(Command::Hurry);
+            } else if hiding.sync_scheduled.get() {
+                // The animation frame it waits for will not come while hidden.
+                hiding.sync();
             }
         });
         // The delivered part of the outbox is saved lazily: a tab going away saves it now, and

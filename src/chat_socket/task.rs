@@ -250,7 +250,9 @@ impl SocketTask {
                         }
                         ServerFrame::Pong { request_id } if heartbeat.pong(request_id) => {}
                         frame => {
-                            let problem = self.shared.session.borrow_mut().apply(&frame);
+                            // A copy only for a requester waiting for this very frame.
+                            let reply = self.reply_for(&frame);
+                            let problem = self.shared.session.borrow_mut().apply(frame);
                             self.shared.schedule_sync();
                             if problem == Some(Problem::Unavailable) {
                                 retry_flush_at
@@ -259,7 +261,10 @@ impl SocketTask {
                             if let Some(problem) = problem {
                                 self.set_last_error.set(Some(problem));
                             }
-                            self.route_reply(frame);
+                            if let Some((reply, frame)) = reply {
+                                // The requester may have timed out and gone.
+                                let _ = reply.send(Ok(frame));
+                            }
                         }
                     }
                 }
@@ -347,20 +352,21 @@ impl SocketTask {
         }
     }
 
-    /// Hands a reply to whoever made the request it answers, if anyone still waits for it.
-    fn route_reply(&mut self, frame: ServerFrame) {
-        let request_id = match &frame {
+    /// The waiting requester this frame answers, if any, with a copy of the frame for it.
+    fn reply_for(
+        &mut self,
+        frame: &ServerFrame,
+    ) -> Option<(oneshot::Sender<Result<ServerFrame, RequestError>>, ServerFrame)> {
+        let request_id = match frame {
             ServerFrame::History { request_id, .. } | ServerFrame::Pong { request_id } => {
                 Some(*request_id)
             }
             ServerFrame::Error { request_id, .. } => *request_id,
             _ => None,
-        };
-        let waiting = request_id.and_then(|id| self.pending.iter().position(|(r, _)| *r == id));
-        if let Some((_, reply)) = waiting.map(|index| self.pending.swap_remove(index)) {
-            // The requester may have timed out and gone; then nobody needs the reply.
-            let _ = reply.send(Ok(frame));
-        }
+        }?;
+        let index = self.pending.iter().position(|(id, _)| *id == request_id)?;
+        let (_, reply) = self.pending.swap_remove(index);
+        Some((reply, frame.clone()))
     }
 
     /// Sends every pending outbox message, in order.

@@ -42,11 +42,10 @@ fn Page(page: PageView) -> impl IntoView {
     let rows = page.rows;
     view! {
         <For each=move || rows.get() key=|row| row.key let(row)>
-            <li class=if row.mine { "message mine" } else { "message" } data-seq=row.message.seq>
-                <span class="meta">
-                    <span class="source">{row.message.source.clone()}</span>
-                    <time>{clock(row.message.sent_at_ms as f64)}</time>
-                </span>
+            // Four elements, no wrapper: a flood builds and lays out thousands of these.
+            <li class=if row.mine { "message mine" } else { "message" }>
+                <span class="source">{row.message.source.clone()}</span>
+                <time>{clock(row.message.sent_at_ms)}</time>
                 <span class="content">{row.message.content.clone()}</span>
             </li>
         </For>

@@ -126,6 +126,13 @@ impl Table {
 
     /// Runs one group of rows; when it fails, what it pushed stays and a row says what is missing.
     pub fn group(&mut self, name: &str, group: impl FnOnce(&mut Self) -> anyhow::Result<()>) {
+        // For developers: `WSCHAT_BENCH="first load,Chromium"` measures only the groups whose
+        // names contain one of these (the browser groups need the first-load group's build).
+        if let Ok(only) = std::env::var("WSCHAT_BENCH") {
+            if !only.split(',').any(|part| name.contains(part.trim())) {
+                return;
+            }
+        }
         println!("\n== {name}");
         if let Err(error) = group(self) {
             println!("   failed: {error:#}");
