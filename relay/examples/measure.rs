@@ -339,6 +339,9 @@ async fn persisted(args: &Args, senders: usize, messages: usize, rounds: usize) 
         "median: in memory {memory:.0} acked/s, with --data-dir {disk:.0} acked/s, ratio {:.2}",
         disk / memory
     );
+    let commits = on_disk.metric("wschat_commit_batch_size_count").await;
+    let committed = on_disk.metric("wschat_commit_batch_size_sum").await;
+    println!("with --data-dir: {commits} commits, {:.1} messages per commit", committed / commits);
     in_memory.stop().await;
     on_disk.stop().await;
     let _ = std::fs::remove_dir_all(dir);

@@ -26,7 +26,7 @@ use crate::history::Posted;
 use crate::metrics::{count, Metrics};
 use crate::outbound::{frame_bytes, Outbound};
 use crate::rate::TokenBucket;
-use crate::room::{CloseKind, Evicted, Membership, Mode, RelayClose};
+use crate::room::{Admission, CloseKind, Evicted, Membership, Mode, RelayClose};
 use crate::{Config, Relay};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
@@ -162,10 +162,13 @@ pub fn serve(
 }
 
 /// A refused frame, answered to its sender in the sender's protocol.
-struct Refusal {
-    error: WireError,
-    id: Option<String>,
-    request_id: Option<u64>,
+pub struct Refusal {
+    /// Why.
+    pub error: WireError,
+    /// The refused message's id (v1), when known.
+    pub id: Option<String>,
+    /// The refused request's id (v1), when known.
+    pub request_id: Option<u64>,
 }
 
 impl From<WireError> for Refusal {
@@ -175,7 +178,8 @@ impl From<WireError> for Refusal {
 }
 
 impl Refusal {
-    fn into_frame(self, mode: Mode) -> Message {
+    /// The error frame in the client's protocol (the tutorial's has no ids).
+    pub fn into_frame(self, mode: Mode) -> Message {
         let json = match mode {
             Mode::Tutorial => RelayFrame::from(self.error).to_json(),
             Mode::V1 => {
@@ -257,9 +261,11 @@ impl Reader {
                         self.close(CloseKind::Flood, close_code::POLICY, reason);
                         continue;
                     }
+                    // With `--data-dir`, waits while too much waits for the disk already.
+                    let admission = self.relay.room.admit(text.len()).await;
                     match self.mode {
-                        Mode::Tutorial => self.tutorial_frame(&text),
-                        Mode::V1 => self.v1_frame(&text),
+                        Mode::Tutorial => self.tutorial_frame(&text, admission),
+                        Mode::V1 => self.v1_frame(&text, admission),
                     }
                 }
                 Message::Binary(_) => Some(WireError::new(ErrorCode::BinaryFrame, "").into()),
@@ -325,18 +331,18 @@ impl Reader {
     }
 
     /// A tutorial client's frame: a plain chat message, given an id and a seq like any other.
-    fn tutorial_frame(&self, text: &str) -> Option<Refusal> {
+    fn tutorial_frame(&self, text: &str, admission: Admission<'_>) -> Option<Refusal> {
         match ChatMessage::from_json(text) {
             Ok(ChatMessage { source, content }) => {
                 let id = uuid::Uuid::new_v4().to_string();
-                self.post(Posted { id, source, content })
+                self.post(Posted { id, source, content }, admission)
             }
             Err(error) => Some(error.into()),
         }
     }
 
     /// A v1 client's frame: a message, a history request or a ping.
-    fn v1_frame(&self, text: &str) -> Option<Refusal> {
+    fn v1_frame(&self, text: &str, admission: Admission<'_>) -> Option<Refusal> {
         let frame = match ClientFrame::from_json(text) {
             Ok(frame) => frame,
             Err(error) => return Some(error.into()),
@@ -348,7 +354,7 @@ impl Reader {
                     let error = WireError::new(ErrorCode::InvalidMessage, detail);
                     return Some(Refusal { error, id: Some(id), request_id: None });
                 }
-                return self.post(Posted { id, source, content });
+                return self.post(Posted { id, source, content }, admission);
             }
             ClientFrame::History { request_id, after_seq } => {
                 self.relay.room.answer_history(self.id, request_id, after_seq)
@@ -364,9 +370,9 @@ impl Reader {
         None
     }
 
-    /// Checks a message against the limits, then numbers and relays it (under the token's name
-    /// when auth is on, whatever the client wrote).
-    fn post(&self, mut posted: Posted) -> Option<Refusal> {
+    /// Checks a message against the limits, then hands it to the room to number, store and relay
+    /// (under the token's name when auth is on, whatever the client wrote).
+    fn post(&self, mut posted: Posted, admission: Admission<'_>) -> Option<Refusal> {
         if let Some(identity) = &self.identity {
             posted.source.clone_from(identity);
         }
@@ -375,8 +381,7 @@ impl Reader {
             return refuse(error);
         }
         debug!(bytes = posted.content.len(), clients = self.relay.room.len(), "relaying a message");
-        self.relay.metrics.messages_in.inc();
-        for Evicted(other) in self.relay.room.post(self.id, posted, now_ms()) {
+        for Evicted(other) in self.relay.room.post(self.id, posted, now_ms(), admission) {
             debug!(other, "evicted a slow consumer while relaying");
         }
         None

@@ -15,7 +15,16 @@ pub struct Posted {
     pub content: String,
 }
 
+impl Posted {
+    /// The message stored as number `seq`, received at `sent_at_ms`.
+    #[must_use]
+    pub fn numbered(self, seq: u64, sent_at_ms: u64) -> StoredMessage {
+        StoredMessage { seq, id: self.id, source: self.source, content: self.content, sent_at_ms }
+    }
+}
+
 /// What [`History::append`] did.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Appended {
     /// A new message, now stored under its seq: relay it.
@@ -65,30 +74,54 @@ impl History {
         Self { epoch, capacity, messages, seq_by_id, latest_seq }
     }
 
-    /// Numbers and stores `posted`, unless its id is already stored.
+    /// Numbers and stores `posted`, unless its id is already stored (the room does the same in
+    /// two steps, [`History::seq_of`] and [`History::push`], since with a store a message is
+    /// numbered before it is committed and stored after).
+    #[cfg(test)]
     pub fn append(&mut self, posted: Posted, sent_at_ms: u64) -> Appended {
-        if let Some(&seq) = self.seq_by_id.get(&posted.id) {
+        if let Some(seq) = self.seq_of(&posted.id) {
             return Appended::Duplicate(seq);
         }
-        self.latest_seq += 1;
-        let stored = StoredMessage {
-            seq: self.latest_seq,
-            id: posted.id,
-            source: posted.source,
-            content: posted.content,
-            sent_at_ms,
-        };
+        let stored = posted.numbered(self.latest_seq + 1, sent_at_ms);
+        self.push(stored.clone());
+        Appended::New(stored)
+    }
+
+    /// The seq of the stored message with this id, if it is still stored.
+    #[must_use]
+    pub fn seq_of(&self, id: &str) -> Option<u64> {
+        self.seq_by_id.get(id).copied()
+    }
+
+    /// Stores a message numbered elsewhere (by the room, before its commit).
+    ///
+    /// # Panics
+    /// If `message` is not numbered `latest_seq + 1`: seqs have no gaps within an epoch.
+    pub fn push(&mut self, message: StoredMessage) {
+        assert_eq!(message.seq, self.latest_seq + 1, "seqs follow each other");
+        self.latest_seq = message.seq;
         if self.capacity == 0 {
-            return Appended::New(stored);
+            return;
         }
         if self.messages.len() == self.capacity {
             if let Some(oldest) = self.messages.pop_front() {
                 self.seq_by_id.remove(&oldest.id);
             }
         }
-        self.seq_by_id.insert(stored.id.clone(), stored.seq);
-        self.messages.push_back(stored.clone());
-        Appended::New(stored)
+        self.seq_by_id.insert(message.id.clone(), message.seq);
+        self.messages.push_back(message);
+    }
+
+    /// Forgets everything and starts over in `epoch`, from seq 1: for when the history clients
+    /// have seen can no longer be continued.
+    pub fn restart(&mut self, epoch: String) {
+        *self = Self::new(epoch, self.capacity);
+    }
+
+    /// The epoch the seqs belong to.
+    #[must_use]
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
 
     /// The newest seq given out (0: none yet).

@@ -13,12 +13,15 @@
 //! - `origin` checks the handshake's Origin against the allowlist.
 //! - `rate` is the per-connection token bucket behind the message rate limit.
 //! - `tls` serves `https://`/`wss://` with rustls when given a certificate.
-//! - `history` numbers messages and keeps the last N for clients that catch up; it answers every
+//! - `history` keeps the last N numbered messages for clients that catch up; it answers every
 //!   client, from memory.
 //! - `store` mirrors that history in a redb file under `--data-dir`, so the epoch, the seqs and
 //!   the last N messages survive a restart.
+//! - `commit` is the thread that writes new messages to the store in batches before the room
+//!   acks and relays them, and reopens the store when a write fails.
 
 mod auth;
+mod commit;
 mod connection;
 mod history;
 mod metrics;
@@ -41,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::commit::Committer;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::room::Room;
@@ -80,8 +84,11 @@ pub struct Config {
     /// How many messages the relay keeps for clients that reconnect or join. Default 1000.
     pub history_limit: usize,
     /// A directory for the history file ([`HISTORY_FILE`]), so that the epoch, the seqs and the
-    /// last `history_limit` messages survive a restart. `None` (the default): the history lives
-    /// in memory and each start is a new epoch.
+    /// last `history_limit` messages survive a restart. Every message is on disk before it is
+    /// acked or relayed; messages that arrive while one commit is being synced share the next
+    /// (one fsync per batch). While the disk fails, messages are refused with `unavailable` and
+    /// the file is reopened; if it no longer holds what clients saw, a new epoch starts. `None`
+    /// (the default): the history lives in memory and each start is a new epoch.
     pub data_dir: Option<PathBuf>,
     /// How often each client is pinged, and how long it may stay silent after a ping before it
     /// is dropped. Default: every 20 s, 10 s.
@@ -182,12 +189,18 @@ pub async fn run(
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let (history, store) = open_history(&config)?;
     let auth = config.jwt_secret.as_deref().map(Authenticator::new);
+    let metrics = Arc::new(Metrics::new());
+    let room =
+        Arc::new(Room::new(config.queue_bytes, history, store.is_some(), Arc::clone(&metrics)));
+    let committer = store
+        .map(|store| Committer::start(Arc::clone(&room), store, Arc::clone(&metrics)))
+        .transpose()?;
     let relay = Arc::new(Relay {
-        room: Arc::new(Room::new(config.queue_bytes, history, store)),
+        room,
         config,
         shutdown: CancellationToken::new(),
         sockets: TaskTracker::new(),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         auth,
     });
     let scheme = if acceptor.is_some() { "https/wss" } else { "http/ws" };
@@ -214,7 +227,9 @@ pub async fn run(
     }
     relay.sockets.close();
     relay.sockets.wait().await;
-    relay.room.close_store();
+    if let Some(committer) = committer {
+        committer.finish().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -37,8 +37,10 @@ struct Args {
     #[arg(long, env = "WSCHAT_HISTORY_LIMIT", default_value_t = Config::default().history_limit)]
     history_limit: usize,
     /// Keep the history in DIR/history.redb (DIR is created if missing), so the conversation and
-    /// its numbering survive a restart. Without it the history lives in memory and each start is
-    /// a new epoch. One relay at a time per DIR.
+    /// its numbering survive a restart: a message is on disk before it is acked or relayed
+    /// (messages arriving together share one commit), and while the disk fails messages are
+    /// refused with `unavailable`. Without it the history lives in memory and each start is a new
+    /// epoch. One relay at a time per DIR.
     #[arg(long, env = "WSCHAT_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Seconds between the pings the relay sends each client.

@@ -26,7 +26,7 @@ pub struct Metrics {
     pub connections_accepted: Family<Label, Counter>,
     /// Handshakes refused, by reason.
     pub handshakes_rejected: Family<Label, Counter>,
-    /// Chat messages accepted (numbered and relayed).
+    /// Chat messages accepted: numbered, stored (committed, with `--data-dir`) and relayed.
     pub messages_in: Counter,
     /// Frames written to clients.
     pub frames_out: Counter,
@@ -36,12 +36,18 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// Frames refused, by error code.
     pub frames_refused: Family<Label, Counter>,
-    /// Connections the relay closed itself, by reason (`slow_consumer`, `too_big`, `flood`,
-    /// `strikes`, `unresponsive`).
+    /// Connections the relay closed itself, by reason (`slow_consumer`, `too_big`,
+    /// `invalid_text`, `flood`, `strikes`, `new_epoch`, `unresponsive`).
     pub disconnects: Family<Label, Counter>,
     /// Frames waiting in a client's outbound queue when its writer takes them (all at once, to
     /// write them with one flush).
     pub queue_depth: Histogram,
+    /// With `--data-dir`: messages written per commit (one transaction, one fsync).
+    pub commit_batch_size: Histogram,
+    /// With `--data-dir`: how long each commit took, in seconds, failed ones included.
+    pub commit_seconds: Histogram,
+    /// With `--data-dir`: failed commits, and failed tries at reopening the store after one.
+    pub store_failures: Counter,
 }
 
 impl Metrics {
@@ -61,6 +67,10 @@ impl Metrics {
             disconnects: Family::default(),
             // From one frame at a time (a reader keeping up) to a burst of thousands.
             queue_depth: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0, 4096.0]),
+            commit_batch_size: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0]),
+            // From a fast SSD's fsync to a struggling network disk.
+            commit_seconds: Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0]),
+            store_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Connections open now", metrics.connections.clone());
@@ -92,6 +102,21 @@ impl Metrics {
             "outbound_queue_depth",
             "Frames waiting for a client when its writer takes them, all at once",
             metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "commit_batch_size",
+            "Messages written per commit to the history file",
+            metrics.commit_batch_size.clone(),
+        );
+        registry.register(
+            "commit_seconds",
+            "Time per commit to the history file",
+            metrics.commit_seconds.clone(),
+        );
+        registry.register(
+            "store_failures",
+            "Failed commits to the history file and failed tries at reopening it",
+            metrics.store_failures.clone(),
         );
         Self { registry, ..metrics }
     }

@@ -1,21 +1,33 @@
 //! The room: who is connected, the conversation's history, and fan-out of each message.
 //!
-//! Numbering a message, writing it to the store (with `--data-dir`) and queueing it for every
-//! member happen under one lock, so every client receives messages in seq order, the file holds
-//! them in that order, and a history answer is queued exactly between the messages it contains and
-//! the live ones that follow.
+//! Order. Every message is numbered and queued for every member under one lock, so every client
+//! receives messages in seq order, and a history answer (built and queued under the same lock)
+//! sits exactly between the messages it contains and the live ones that follow.
+//!
+//! Durability (with `--data-dir`). A new message is numbered under the lock and then waits; the
+//! committer (`crate::commit`) takes everything that waits, writes it in one transaction on its
+//! own thread (the lock is not held across the fsync), and only then, under the lock again,
+//! stores it in the history, acks it and relays it. The history holds committed messages only, so
+//! welcomes and history answers speak only of what is on disk, and a message still waiting when a
+//! client asks for history reaches that client after the answer, live. When a commit fails, its
+//! messages and every one numbered after it are refused to their senders (`unavailable`, with
+//! their ids) and their seqs are given out again (nobody saw them); new messages are refused until
+//! the committer has reopened the store.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message};
+use axum::extract::ws::{close_code, CloseFrame, Message};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wschat_protocol::v1::{ServerFrame, StoredMessage};
-use wschat_protocol::ChatMessage;
+use wschat_protocol::{ChatMessage, ErrorCode, WireError};
 
-use crate::history::{Appended, History, Posted};
+use crate::connection::Refusal;
+use crate::history::{History, Posted};
+use crate::metrics::{count, Metrics};
 use crate::outbound::Outbound;
-use crate::store::Store;
 
 /// Identifies one connected client for the lifetime of the relay process.
 pub type ClientId = u64;
@@ -81,46 +93,119 @@ pub struct Membership {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Evicted(pub ClientId);
 
+/// How new messages become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// No store: a message is final once numbered.
+    Memory,
+    /// The committer writes every message before it is acked or relayed.
+    Committing,
+    /// A commit failed and the committer is reopening the store: new messages are refused.
+    Failing,
+    /// The relay is stopping: what waits is still written, new messages are refused.
+    Closing,
+}
+
+/// A numbered message waiting for its commit.
+#[derive(Debug)]
+pub struct Uncommitted {
+    /// The message, numbered.
+    pub message: StoredMessage,
+    /// Its sender, who gets the ack (v1) once it is committed, or the refusal if that fails.
+    from: ClientId,
+    /// What it holds of the room's budget for uncommitted messages (see [`Room::admit`]).
+    permits: usize,
+}
+
 struct State {
     members: HashMap<ClientId, Member>,
+    /// The committed messages (all of them, without a store).
     history: History,
-    /// Where new messages are also written, so the history outlives the process; `None` keeps it
-    /// in memory only.
-    store: Option<Box<dyn Store>>,
-    /// The newest seq the store has: behind `history.latest_seq()` only after a failed write.
-    saved_seq: u64,
+    durability: Durability,
+    /// Numbered messages waiting for the committer, oldest first; they follow those it writes.
+    waiting: Vec<Uncommitted>,
+    /// How many messages the committer is writing now: they follow the history's latest seq.
+    writing: u64,
+    /// The seq of every message waiting or being written, by id: a re-send of one is not
+    /// numbered again but waits for the same commit.
+    uncommitted_ids: HashMap<String, u64>,
+    /// Re-sends of uncommitted messages (seq, sender, id): acked as duplicates once the message is
+    /// committed, refused with it if that fails.
+    resent: Vec<(u64, ClientId, String)>,
 }
+
+impl State {
+    /// The seq the next new message gets: after the committed ones and those on their way.
+    fn next_seq(&self) -> u64 {
+        self.history.latest_seq() + self.writing + self.waiting.len() as u64 + 1
+    }
+}
+
+/// The most bytes of messages that may wait for their commit at once. Past it, readers wait
+/// before they take another message (their clients' sockets fill and they slow down), rather than
+/// memory growing while the disk lags. Sixteen MiB is thousands of messages: the disk has to be
+/// far behind for anyone to wait.
+const UNCOMMITTED_BYTES: usize = 16 * 1024 * 1024;
 
 /// The connected clients and the conversation they share.
 ///
-/// A std `Mutex` is right here: it is held only to number messages, write them to the store and
-/// queue frames, never across an `.await`, so no task can hold it while suspended. The store's
-/// write is blocking I/O (one small transaction and an fsync per new message, about 0.25 ms
-/// measured, see `HistoryStore`): for that long the posting task holds a runtime thread, and other
-/// senders block on the lock. At chat rates no person notices, and in exchange the file is written
-/// in seq order and every message is on disk before its ack, without a second lock or a queue.
+/// A std `Mutex` is right here: it is held only to number messages and queue frames (no I/O, no
+/// `.await`), so no task can hold it while suspended; the committer writes to disk without it.
 pub struct Room {
     state: Mutex<State>,
+    /// Wakes the committer when messages wait for it or the relay stops.
+    wake: Condvar,
+    /// With a store: the budget of bytes of uncommitted messages ([`UNCOMMITTED_BYTES`]).
+    admission: Semaphore,
+    durable: bool,
     next_id: AtomicU64,
     /// Each client's outbound queue holds at most this many bytes (see `Outbound`).
     queue_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// What a message holds of the room's budget for uncommitted messages: kept by the message until
+/// it is committed or refused, given back at once if it never waits for a commit.
+pub struct Admission<'a>(Option<SemaphorePermit<'a>>);
+
+impl Admission<'_> {
+    /// Nothing held: for a room without a store.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Hands the permits over to a waiting message (given back by the room later).
+    fn keep(self) -> usize {
+        self.0.map_or(0, |permit| {
+            let permits = permit.num_permits();
+            permit.forget();
+            permits
+        })
+    }
 }
 
 impl Room {
-    /// An empty room whose members' outbound queues each hold at most `queue_bytes`. New
-    /// messages go into `history` and, when there is one, into `store`.
+    /// An empty room whose members' outbound queues each hold at most `queue_bytes`, going on
+    /// from `history`. With `durable`, new messages wait for the committer (`crate::commit`,
+    /// started by the caller) before they are acked and relayed.
     #[must_use]
-    pub fn new(queue_bytes: usize, history: History, store: Option<Box<dyn Store>>) -> Self {
+    pub fn new(queue_bytes: usize, history: History, durable: bool, metrics: Arc<Metrics>) -> Self {
         Self {
             state: Mutex::new(State {
                 members: HashMap::new(),
-                // What the history starts with came from the store, or there is no store.
-                saved_seq: history.latest_seq(),
                 history,
-                store,
+                durability: if durable { Durability::Committing } else { Durability::Memory },
+                waiting: Vec::new(),
+                writing: 0,
+                uncommitted_ids: HashMap::new(),
+                resent: Vec::new(),
             }),
+            wake: Condvar::new(),
+            admission: Semaphore::new(UNCOMMITTED_BYTES),
+            durable,
             next_id: AtomicU64::new(1),
             queue_bytes,
+            metrics,
         }
     }
 
@@ -161,51 +246,72 @@ impl Room {
         self.lock().members.len()
     }
 
-    /// Numbers and stores a message from `from`, then queues it for every other client (each in
-    /// its own protocol) and, for a v1 sender, queues the ack. A re-sent message (same id) is only
-    /// acked again.
-    ///
-    /// A new message is written to the store before it is acked or relayed, so an acked message
-    /// survives a crash. If that write fails, the failure is logged and the message is acked and
-    /// relayed all the same: it is in the in-memory history, which answers every client; the next
-    /// write (the next message, or the relay stopping) writes it too. Only a relay that stops
-    /// while the store still fails loses it on restart.
+    /// Takes `bytes` of the budget for messages waiting for their commit, waiting for the
+    /// committer to give some back if need be; nothing without a store. Taken before a frame is
+    /// read into a message, and handed to [`Room::post`].
+    pub async fn admit(&self, bytes: usize) -> Admission<'_> {
+        if !self.durable {
+            return Admission::none();
+        }
+        let permits = u32::try_from(bytes.clamp(1, UNCOMMITTED_BYTES)).unwrap_or(u32::MAX);
+        // The semaphore is never closed.
+        Admission(self.admission.acquire_many(permits).await.ok())
+    }
+
+    /// Numbers a message from `from`; without a store, queues it for every other client (each in
+    /// its own protocol) and, for a v1 sender, queues the ack. With a store, the message waits for
+    /// the committer, which does that once the message is on disk; while the store fails, the
+    /// message is refused with `unavailable` (the sender keeps it and sends it again later). A
+    /// re-sent message (same id) is only acked again, as a duplicate, once its first copy is
+    /// committed.
     ///
     /// A client whose queue passed its byte bound has stopped reading: it is evicted (its
     /// connection closes with 1008) rather than allowed to slow the sender or anyone else. Returns
     /// the evicted clients.
-    pub fn post(&self, from: ClientId, posted: Posted, sent_at_ms: u64) -> Vec<Evicted> {
+    pub fn post(
+        &self,
+        from: ClientId,
+        posted: Posted,
+        sent_at_ms: u64,
+        admission: Admission<'_>,
+    ) -> Vec<Evicted> {
         let mut state = self.lock();
-        let id = posted.id.clone();
-        let stored = match state.history.append(posted, sent_at_ms) {
-            Appended::New(stored) => stored,
-            Appended::Duplicate(seq) => {
-                let ack = ServerFrame::Ack { id, seq, duplicate: true };
-                let queued = state.queue(from, text(ack.to_json()), self.queue_bytes);
-                return queued.err().into_iter().collect();
+        if let Some(seq) = state.history.seq_of(&posted.id) {
+            let ack = ServerFrame::Ack { id: posted.id, seq, duplicate: true };
+            return state
+                .queue(from, text(ack.to_json()), self.queue_bytes)
+                .err()
+                .into_iter()
+                .collect();
+        }
+        match state.durability {
+            Durability::Memory => {
+                let message = posted.numbered(state.history.latest_seq() + 1, sent_at_ms);
+                let frames = Encoded::new(&message);
+                state.history.push(message);
+                self.metrics.messages_in.inc();
+                state.deliver(from, &frames, self.queue_bytes)
             }
-        };
-        state.persist();
-        let frames = Encoded::new(&stored);
-        let ack = text(ServerFrame::Ack { id, seq: stored.seq, duplicate: false }.to_json());
-        let mut evicted = Vec::new();
-        for (&member_id, member) in &state.members {
-            let frame = match (member_id == from, member.mode) {
-                (true, Mode::Tutorial) => continue,
-                (true, Mode::V1) => ack.clone(),
-                (false, mode) => frames.for_mode(mode),
-            };
-            if !member.outbound.offer(frame, self.queue_bytes) {
-                evicted.push(Evicted(member_id));
+            Durability::Committing => {
+                if let Some(&seq) = state.uncommitted_ids.get(&posted.id) {
+                    state.resent.push((seq, from, posted.id));
+                    return Vec::new();
+                }
+                let seq = state.next_seq();
+                state.uncommitted_ids.insert(posted.id.clone(), seq);
+                let message = posted.numbered(seq, sent_at_ms);
+                state.waiting.push(Uncommitted { message, from, permits: admission.keep() });
+                self.wake.notify_one();
+                Vec::new()
+            }
+            Durability::Failing | Durability::Closing => {
+                self.refuse_unavailable(&mut state, from, posted.id).err().into_iter().collect()
             }
         }
-        for &Evicted(id) in &evicted {
-            state.evict(id);
-        }
-        evicted
     }
 
-    /// Queues the answer to a history request from `to`.
+    /// Queues the answer to a history request from `to`: the committed messages after
+    /// `after_seq`.
     ///
     /// # Errors
     /// `Evicted` when that client's queue is full (it was evicted).
@@ -229,45 +335,181 @@ impl Room {
         self.lock().queue(id, frame, self.queue_bytes)
     }
 
-    /// Closes the store, if any, after one more try at writing what a failed write missed. Its
-    /// file is closed when this returns, so another relay may open it; messages posted after this
-    /// are kept in memory only. Called when the relay stops, since a stray handle on the room
-    /// could otherwise keep the file open.
-    pub fn close_store(&self) {
-        let store = {
-            let mut state = self.lock();
-            if state.saved_seq < state.history.latest_seq() {
-                state.persist();
+    /// For the committer: waits until messages wait for their commit, and takes them all (they
+    /// are being written from then on). `None` once the relay is stopping and nothing waits.
+    pub fn next_batch(&self) -> Option<Vec<Uncommitted>> {
+        let mut state = self.lock();
+        loop {
+            if !state.waiting.is_empty() {
+                let batch = std::mem::take(&mut state.waiting);
+                state.writing = batch.len() as u64;
+                return Some(batch);
             }
-            state.store.take()
-        };
-        // Closed outside the lock.
-        drop(store);
+            if state.durability == Durability::Closing {
+                return None;
+            }
+            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// For the committer: `batch` is on disk. Stores it in the history, acks each message to its
+    /// sender (and to anyone who re-sent it meanwhile) and relays it to everyone else, in seq
+    /// order. The frames are encoded before the lock is taken.
+    pub fn committed(&self, batch: Vec<Uncommitted>) {
+        let frames: Vec<_> = batch.iter().map(|pending| Encoded::new(&pending.message)).collect();
+        let last_seq = batch.last().map_or(0, |pending| pending.message.seq);
+        let permits: usize = batch.iter().map(|pending| pending.permits).sum();
+        let mut state = self.lock();
+        state.writing = 0;
+        for (pending, frames) in batch.into_iter().zip(frames) {
+            state.uncommitted_ids.remove(&pending.message.id);
+            state.history.push(pending.message);
+            self.metrics.messages_in.inc();
+            // Evicted clients are closing; nothing more to do about them here.
+            let _ = state.deliver(pending.from, &frames, self.queue_bytes);
+        }
+        let resent = std::mem::take(&mut state.resent);
+        let (acked, still_waiting) = resent.into_iter().partition(|(seq, ..)| *seq <= last_seq);
+        state.resent = still_waiting;
+        for (seq, from, id) in acked {
+            let ack = ServerFrame::Ack { id, seq, duplicate: true };
+            let _ = state.queue(from, text(ack.to_json()), self.queue_bytes);
+        }
+        drop(state);
+        self.admission.add_permits(permits);
+    }
+
+    /// For the committer: writing `batch` failed. Its messages and every one numbered after it
+    /// are refused with `unavailable`, their seqs are given out again (nobody saw them), and new
+    /// messages are refused until [`Room::recovered`] (or [`Room::restart_epoch`]).
+    pub fn commit_failed(&self, batch: Vec<Uncommitted>) {
+        let mut state = self.lock();
+        state.writing = 0;
+        if state.durability == Durability::Committing {
+            state.durability = Durability::Failing;
+        }
+        let waiting = std::mem::take(&mut state.waiting);
+        let resent = std::mem::take(&mut state.resent);
+        state.uncommitted_ids.clear();
+        let mut permits = 0;
+        for pending in batch.into_iter().chain(waiting) {
+            permits += pending.permits;
+            let _ = self.refuse_unavailable(&mut state, pending.from, pending.message.id);
+        }
+        for (_, from, id) in resent {
+            let _ = self.refuse_unavailable(&mut state, from, id);
+        }
+        drop(state);
+        self.admission.add_permits(permits);
+    }
+
+    /// For the committer: the epoch and the newest committed seq, which the store must hold.
+    #[must_use]
+    pub fn committed_seq(&self) -> (String, u64) {
+        let state = self.lock();
+        (state.history.epoch().to_owned(), state.history.latest_seq())
+    }
+
+    /// For the committer: the store holds every committed message again; new messages are taken.
+    pub fn recovered(&self) {
+        let mut state = self.lock();
+        if state.durability == Durability::Failing {
+            state.durability = Durability::Committing;
+        }
+    }
+
+    /// For the committer: the store could not be brought back to the committed history (its file
+    /// was replaced, or lost what it had written), so numbering cannot go on in this epoch. The
+    /// history starts over in `epoch`, and every v1 client is closed with 1012 so that it
+    /// reconnects and sees the new epoch in its welcome; tutorial clients know no seqs and stay.
+    pub fn restart_epoch(&self, epoch: String) {
+        let mut state = self.lock();
+        state.history.restart(epoch);
+        let v1: Vec<_> = state
+            .members
+            .iter()
+            .filter(|(_, member)| member.mode == Mode::V1)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in v1 {
+            if let Some(member) = state.members.remove(&id) {
+                member.outbound.close(RelayClose::new_epoch());
+            }
+        }
+        if state.durability == Durability::Failing {
+            state.durability = Durability::Committing;
+        }
+    }
+
+    /// For the committer, between two tries at reopening the store: waits `pause`, or less if
+    /// the relay starts stopping. True when it is stopping (stop trying).
+    pub fn pause_unless_closing(&self, pause: Duration) -> bool {
+        let state = self.lock();
+        if state.durability == Durability::Closing {
+            return true;
+        }
+        let (state, _) =
+            self.wake.wait_timeout(state, pause).unwrap_or_else(PoisonError::into_inner);
+        state.durability == Durability::Closing
+    }
+
+    /// Whether new messages are taken (not refused because the store fails or the relay stops).
+    #[cfg(test)]
+    pub fn takes_messages(&self) -> bool {
+        matches!(self.lock().durability, Durability::Memory | Durability::Committing)
+    }
+
+    /// Stops taking new messages (they are refused with `unavailable`) and tells the committer
+    /// to write what waits and stop. Called when the relay stops, after the sockets closed.
+    pub fn close_store(&self) {
+        let mut state = self.lock();
+        if state.durability != Durability::Memory {
+            state.durability = Durability::Closing;
+        }
+        drop(state);
+        self.wake.notify_all();
+    }
+
+    /// Queues the `unavailable` refusal of message `id` for its sender, counted.
+    fn refuse_unavailable(
+        &self,
+        state: &mut State,
+        from: ClientId,
+        id: String,
+    ) -> Result<(), Evicted> {
+        let Some(mode) = state.members.get(&from).map(|member| member.mode) else { return Ok(()) };
+        count(&self.metrics.frames_refused, ErrorCode::Unavailable.as_str());
+        let error = WireError::new(ErrorCode::Unavailable, "");
+        let refusal = Refusal { error, id: Some(id), request_id: None };
+        state.queue(from, refusal.into_frame(mode), self.queue_bytes)
     }
 
     /// Locks the state, recovering it if a thread panicked while holding it: every critical
     /// section leaves it consistent at each step, so the data is still good.
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl State {
-    /// Brings the store, if there is one, up to the history's latest seq: writes the new message
-    /// and any that a failed write missed (still in memory, unless they fell out of the last N).
-    /// A failure is logged (once, here) and otherwise ignored, as `Room::post` explains.
-    fn persist(&mut self) {
-        let Some(store) = &mut self.store else { return };
-        let latest_seq = self.history.latest_seq();
-        let unsaved: Vec<_> = self.history.after(self.saved_seq).collect();
-        match store.append(&unsaved, latest_seq) {
-            Ok(()) => self.saved_seq = latest_seq,
-            Err(error) => tracing::error!(
-                %error,
-                saved_seq = self.saved_seq,
-                "kept in memory only for now: written with the next message if the store recovers"
-            ),
+    /// Acks a new message to its v1 sender and queues it for everyone else; returns (and
+    /// evicts) the members that passed their queue's bound.
+    fn deliver(&mut self, from: ClientId, frames: &Encoded, limit: usize) -> Vec<Evicted> {
+        let mut evicted = Vec::new();
+        for (&member_id, member) in &self.members {
+            let frame = match (member_id == from, member.mode) {
+                (true, Mode::Tutorial) => continue,
+                (true, Mode::V1) => frames.ack.clone(),
+                (false, mode) => frames.for_mode(mode),
+            };
+            if !member.outbound.offer(frame, limit) {
+                evicted.push(Evicted(member_id));
+            }
         }
+        for &Evicted(id) in &evicted {
+            self.evict(id);
+        }
+        evicted
     }
 
     fn queue(&mut self, id: ClientId, frame: Message, limit: usize) -> Result<(), Evicted> {
@@ -286,17 +528,21 @@ impl State {
     }
 }
 
-/// A stored message encoded once per protocol, shared by every recipient of that protocol.
+/// A stored message encoded once per protocol, shared by every recipient of that protocol, and
+/// its ack.
 struct Encoded {
     v1: Message,
     tutorial: Message,
+    ack: Message,
 }
 
 impl Encoded {
     fn new(stored: &StoredMessage) -> Self {
+        let ack = ServerFrame::Ack { id: stored.id.clone(), seq: stored.seq, duplicate: false };
         Self {
             v1: text(ServerFrame::Message(stored.clone()).to_json()),
             tutorial: text(ChatMessage::from(stored).to_json()),
+            ack: text(ack.to_json()),
         }
     }
 
@@ -327,6 +573,8 @@ pub enum CloseKind {
     Flood,
     /// It sent too many refused frames in a row.
     Strikes,
+    /// The history restarted in a new epoch: a v1 client must reconnect to learn it.
+    NewEpoch,
 }
 
 impl CloseKind {
@@ -339,6 +587,7 @@ impl CloseKind {
             Self::InvalidText => "invalid_text",
             Self::Flood => "flood",
             Self::Strikes => "strikes",
+            Self::NewEpoch => "new_epoch",
         }
     }
 }
@@ -359,8 +608,21 @@ impl RelayClose {
         Self {
             kind: CloseKind::SlowConsumer,
             frame: CloseFrame {
-                code: axum::extract::ws::close_code::POLICY,
+                code: close_code::POLICY,
                 reason: "outbound queue full: the client is not reading its messages".into(),
+            },
+        }
+    }
+
+    /// The close for a v1 client when the history restarts in a new epoch (1012, "service
+    /// restart"): it reconnects and its welcome names the new epoch.
+    #[must_use]
+    pub fn new_epoch() -> Self {
+        Self {
+            kind: CloseKind::NewEpoch,
+            frame: CloseFrame {
+                code: close_code::RESTART,
+                reason: "the relay's history restarted in a new epoch: reconnect".into(),
             },
         }
     }
@@ -371,7 +633,7 @@ impl RelayClose {
         Self {
             kind: CloseKind::SlowConsumer,
             frame: CloseFrame {
-                code: axum::extract::ws::close_code::POLICY,
+                code: close_code::POLICY,
                 reason: "nothing could be written for too long: the client is not reading".into(),
             },
         }
@@ -381,22 +643,56 @@ impl RelayClose {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreError;
-    use std::sync::atomic::AtomicBool;
 
     /// Bytes enough for anything these tests queue.
     const ROOMY: usize = 1024 * 1024;
 
     fn room(queue_bytes: usize) -> Arc<Room> {
-        Arc::new(Room::new(queue_bytes, History::new("epoch".into(), 100), None))
+        let history = History::new("epoch".into(), 100);
+        Arc::new(Room::new(queue_bytes, history, false, Arc::new(Metrics::new())))
+    }
+
+    /// A room with a store, whose committer the test plays by hand.
+    fn durable_room() -> Arc<Room> {
+        let history = History::new("epoch".into(), 100);
+        Arc::new(Room::new(ROOMY, history, true, Arc::new(Metrics::new())))
     }
 
     fn posted(id: &str, content: &str) -> Posted {
         Posted { id: id.into(), source: "ada".into(), content: content.into() }
     }
 
+    fn post(room: &Room, from: &Membership, id: &str) -> Vec<Evicted> {
+        room.post(from.seat.id(), posted(id, id), 0, Admission::none())
+    }
+
     fn tutorial_text(content: &str) -> Message {
         text(ChatMessage { source: "ada".into(), content: content.into() }.to_json())
+    }
+
+    /// The v1 frames a member has waiting, decoded.
+    fn frames(member: &Membership) -> Vec<ServerFrame> {
+        let taken = member.outbound.take_now();
+        taken
+            .iter()
+            .map(|frame| ServerFrame::from_json(frame.to_text().unwrap()).unwrap())
+            .collect()
+    }
+
+    fn ack(id: &str, seq: u64) -> ServerFrame {
+        ServerFrame::Ack { id: id.into(), seq, duplicate: false }
+    }
+
+    /// (seq, id) of each message frame, and "history" for a history answer.
+    fn seqs(frames: &[ServerFrame]) -> Vec<(u64, String)> {
+        frames
+            .iter()
+            .filter_map(|frame| match frame {
+                ServerFrame::Message(message) => Some((message.seq, message.id.clone())),
+                ServerFrame::History { .. } => Some((0, "history".into())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A message reaches every other member once, and never a tutorial sender.
@@ -406,7 +702,7 @@ mod tests {
         let a = room.join(Mode::Tutorial);
         let b = room.join(Mode::Tutorial);
         let c = room.join(Mode::Tutorial);
-        assert!(room.post(a.seat.id(), posted("1", "hi"), 0).is_empty());
+        assert!(room.post(a.seat.id(), posted("1", "hi"), 0, Admission::none()).is_empty());
         assert_eq!(b.outbound.take_now(), [tutorial_text("hi")]);
         assert_eq!(c.outbound.take_now(), [tutorial_text("hi")]);
         assert!(a.outbound.take_now().is_empty());
@@ -419,113 +715,28 @@ mod tests {
         let a = room.join(Mode::V1);
         let b = room.join(Mode::V1);
         for member in [&a, &b] {
-            let welcome = member.outbound.take_now();
-            assert!(welcome[0].to_text().unwrap().starts_with(r#"{"type":"welcome""#));
+            assert!(matches!(frames(member)[..], [ServerFrame::Welcome { .. }]));
         }
-        room.post(a.seat.id(), posted("m1", "hi"), 7);
-        let ack = ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: false };
-        assert_eq!(a.outbound.take_now(), [text(ack.to_json())]);
-        let delivered = b.outbound.take_now();
+        room.post(a.seat.id(), posted("m1", "hi"), 7, Admission::none());
+        assert_eq!(frames(&a), [ack("m1", 1)]);
         assert_eq!(
-            ServerFrame::from_json(delivered[0].to_text().unwrap()).unwrap(),
-            ServerFrame::Message(StoredMessage {
+            frames(&b),
+            [ServerFrame::Message(StoredMessage {
                 seq: 1,
                 id: "m1".into(),
                 source: "ada".into(),
                 content: "hi".into(),
                 sent_at_ms: 7
-            })
+            })]
         );
         // A re-send is acked as a duplicate and not relayed again.
-        room.post(a.seat.id(), posted("m1", "hi"), 8);
-        let ack = ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: true };
-        assert_eq!(a.outbound.take_now(), [text(ack.to_json())]);
-        assert!(b.outbound.take_now().is_empty());
-    }
-
-    /// Stands in for the history file: records the seqs of each write, and fails while told to.
-    #[derive(Clone, Default)]
-    struct FakeStore {
-        writes: Arc<Mutex<Vec<Vec<u64>>>>,
-        failing: Arc<AtomicBool>,
-    }
-
-    impl Store for FakeStore {
-        fn append(
-            &mut self,
-            unsaved: &[&StoredMessage],
-            latest_seq: u64,
-        ) -> Result<(), StoreError> {
-            if self.failing.load(Ordering::Relaxed) {
-                let source = redb::Error::Io(std::io::Error::other("disk full"));
-                return Err(StoreError::Write { seq: latest_seq, source });
-            }
-            self.writes.lock().unwrap().push(unsaved.iter().map(|message| message.seq).collect());
-            Ok(())
-        }
-    }
-
-    /// A room writing to a fake store; the returned clone shares its record and its switch.
-    fn room_with_store(failing: bool) -> (Arc<Room>, FakeStore) {
-        let fake = FakeStore::default();
-        fake.failing.store(failing, Ordering::Relaxed);
-        let history = History::new("epoch".into(), 100);
-        (Arc::new(Room::new(ROOMY, history, Some(Box::new(fake.clone())))), fake)
-    }
-
-    /// Each new message is written to the store once; a re-send is not written again.
-    #[test]
-    fn new_messages_are_written_once() {
-        let (room, fake) = room_with_store(false);
-        let a = room.join(Mode::Tutorial);
-        room.post(a.seat.id(), posted("m1", "hi"), 0);
-        room.post(a.seat.id(), posted("m2", "there"), 0);
-        room.post(a.seat.id(), posted("m1", "hi"), 0);
-        assert_eq!(*fake.writes.lock().unwrap(), [[1], [2]]);
-        room.close_store();
-        room.post(a.seat.id(), posted("m3", "after"), 0);
-        assert_eq!(fake.writes.lock().unwrap().len(), 2, "closed: nothing more is written");
-    }
-
-    /// When the disk fails, the message is still acked, relayed and kept for history answers.
-    #[test]
-    fn a_failed_write_still_reaches_everyone() {
-        let (room, fake) = room_with_store(true);
-        let a = room.join(Mode::V1);
-        let b = room.join(Mode::Tutorial);
-        a.outbound.take_now();
-        assert!(room.post(a.seat.id(), posted("m1", "hi"), 0).is_empty());
-        let ack = ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: false };
-        assert_eq!(a.outbound.take_now(), [text(ack.to_json())]);
-        assert_eq!(b.outbound.take_now(), [tutorial_text("hi")]);
-        room.answer_history(a.seat.id(), 1, 0).unwrap();
-        let answer = a.outbound.take_now();
-        match ServerFrame::from_json(answer[0].to_text().unwrap()).unwrap() {
-            ServerFrame::History { messages, complete, .. } => {
-                assert_eq!((messages.len(), complete), (1, true));
-            }
-            other => panic!("not a history answer: {other:?}"),
-        }
-        // Once the disk recovers, the next message brings the missed one with it, so the file
-        // has no hole.
-        fake.failing.store(false, Ordering::Relaxed);
-        room.post(a.seat.id(), posted("m2", "again"), 0);
-        assert_eq!(*fake.writes.lock().unwrap(), [[1, 2]]);
-    }
-
-    /// A relay that stops after a failed write tries once more to write what was missed.
-    #[test]
-    fn stopping_retries_a_failed_write() {
-        let (room, fake) = room_with_store(true);
-        let a = room.join(Mode::Tutorial);
-        room.post(a.seat.id(), posted("m1", "hi"), 0);
-        fake.failing.store(false, Ordering::Relaxed);
-        room.close_store();
-        assert_eq!(*fake.writes.lock().unwrap(), [[1]]);
+        post(&room, &a, "m1");
+        assert_eq!(frames(&a), [ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: true }]);
+        assert!(frames(&b).is_empty());
     }
 
     /// A member that falls behind by more than its byte bound is evicted with 1008; the others
-    /// keep receiving, and taking frames frees their bytes again.
+    /// keep receiving.
     #[test]
     fn the_byte_bound_evicts_only_that_member() {
         let frame_size = tutorial_text(&"x".repeat(20)).to_text().unwrap().len();
@@ -533,12 +744,14 @@ mod tests {
         let sender = room.join(Mode::Tutorial);
         let reader = room.join(Mode::Tutorial);
         let stalled = room.join(Mode::Tutorial);
+        let content = "x".repeat(20);
         for n in 0..2 {
-            let evicted = room.post(sender.seat.id(), posted(&n.to_string(), &"x".repeat(20)), 0);
+            let evicted =
+                room.post(sender.seat.id(), posted(&n.to_string(), &content), 0, Admission::none());
             assert!(evicted.is_empty());
             assert_eq!(reader.outbound.take_now().len(), 1);
         }
-        let evicted = room.post(sender.seat.id(), posted("2", &"x".repeat(20)), 0);
+        let evicted = room.post(sender.seat.id(), posted("2", &content), 0, Admission::none());
         assert_eq!(evicted, vec![Evicted(stalled.seat.id())], "the stalled one is 3 frames behind");
         assert_eq!(stalled.outbound.close_reason().map(|close| close.frame.code), Some(1008));
         assert_eq!(reader.outbound.take_now().len(), 1, "the reader keeps up and stays");
@@ -555,13 +768,129 @@ mod tests {
         let readers: Vec<_> =
             [Mode::V1, Mode::Tutorial].into_iter().map(|mode| room.join(mode)).collect();
         for n in 0..2_000 {
-            let evicted = room.post(sender.seat.id(), posted(&format!("m{n}"), "a short line"), 0);
+            let evicted = post(&room, &sender, &format!("m{n}"));
             assert!(evicted.is_empty(), "message {n}");
         }
         assert_eq!(sender.outbound.take_now().len(), 2_001, "the welcome and 2,000 acks");
         for reader in &readers {
             assert!(reader.outbound.take_now().len() >= 2_000);
         }
+    }
+
+    /// With a store, nothing is acked or relayed before its commit; then everything committed is,
+    /// in seq order, and a history answer given meanwhile holds only what was committed, with
+    /// the rest following it live: no gap, no message twice.
+    #[test]
+    fn only_committed_messages_are_acked_relayed_and_answered() {
+        let room = durable_room();
+        let alice = room.join(Mode::V1);
+        let bob = room.join(Mode::V1);
+        let carol = room.join(Mode::Tutorial);
+        frames(&alice);
+        frames(&bob);
+        post(&room, &alice, "m1");
+        post(&room, &alice, "m2");
+        assert!(frames(&alice).is_empty() && frames(&bob).is_empty(), "not on disk yet");
+        assert!(carol.outbound.take_now().is_empty());
+
+        let first = room.next_batch().unwrap();
+        assert_eq!(first.iter().map(|pending| pending.message.seq).collect::<Vec<_>>(), [1, 2]);
+        // While the committer writes m1 and m2: m3 is numbered after them, a re-send of m1 waits
+        // for its commit, and Bob asks for history, which holds nothing committed yet.
+        post(&room, &alice, "m3");
+        post(&room, &bob, "m1");
+        room.answer_history(bob.seat.id(), 9, 0).unwrap();
+        room.committed(first);
+        let second = room.next_batch().unwrap();
+        assert_eq!(second.iter().map(|pending| pending.message.seq).collect::<Vec<_>>(), [3]);
+        room.committed(second);
+
+        assert_eq!(frames(&alice), [ack("m1", 1), ack("m2", 2), ack("m3", 3)]);
+        let bob_got = frames(&bob);
+        assert_eq!(
+            seqs(&bob_got),
+            [(0, "history".into()), (1, "m1".into()), (2, "m2".into()), (3, "m3".into())]
+        );
+        assert!(bob_got.contains(&ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: true }));
+        assert_eq!(carol.outbound.take_now().len(), 3);
+        // A newcomer is welcomed at the committed seq.
+        let dave = room.join(Mode::V1);
+        assert!(matches!(frames(&dave)[..], [ServerFrame::Welcome { latest_seq: 3, .. }]));
+    }
+
+    /// A failed commit acks and relays nothing: its messages and those numbered after it are
+    /// refused with `unavailable` (v1 with the id, tutorial in its own error frame), new ones too
+    /// while the store fails, and once it is back their seqs are given out again.
+    #[test]
+    fn a_failed_commit_is_refused_and_its_seqs_given_out_again() {
+        let room = durable_room();
+        let alice = room.join(Mode::V1);
+        let tutorial = room.join(Mode::Tutorial);
+        let bob = room.join(Mode::V1);
+        frames(&alice);
+        frames(&bob);
+        post(&room, &alice, "m1");
+        room.committed(room.next_batch().unwrap());
+        frames(&bob);
+        tutorial.outbound.take_now();
+        assert_eq!(frames(&alice), [ack("m1", 1)]);
+
+        post(&room, &alice, "m2");
+        let failing = room.next_batch().unwrap();
+        post(&room, &tutorial, "t3");
+        post(&room, &alice, "m2"); // re-sent while its commit is under way
+        room.commit_failed(failing);
+        post(&room, &alice, "m4"); // while the store is down
+
+        let refused: Vec<_> = frames(&alice)
+            .into_iter()
+            .map(|frame| match frame {
+                ServerFrame::Error { error, id: Some(id), .. } => {
+                    assert_eq!(error.code, ErrorCode::Unavailable);
+                    id
+                }
+                other => panic!("expected a refusal, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(refused, ["m2", "m2", "m4"]);
+        let tutorial_got = tutorial.outbound.take_now();
+        let expected =
+            wschat_protocol::RelayFrame::from(WireError::new(ErrorCode::Unavailable, ""));
+        assert_eq!(tutorial_got, [text(expected.to_json())]);
+        assert!(frames(&bob).is_empty(), "nothing was relayed");
+
+        room.recovered();
+        post(&room, &alice, "m2");
+        room.committed(room.next_batch().unwrap());
+        assert_eq!(frames(&alice), [ack("m2", 2)], "seq 2 again: nobody saw the first one");
+        assert_eq!(seqs(&frames(&bob)), [(2, "m2".into())]);
+    }
+
+    /// When the store cannot continue the history, a new epoch starts: v1 clients are closed
+    /// with 1012 to learn it on reconnecting, tutorial clients stay, numbering starts at 1.
+    #[test]
+    fn a_new_epoch_closes_v1_clients_and_numbers_from_one() {
+        let room = durable_room();
+        let alice = room.join(Mode::V1);
+        let tutorial = room.join(Mode::Tutorial);
+        post(&room, &alice, "m1");
+        room.committed(room.next_batch().unwrap());
+        let failing = {
+            post(&room, &alice, "m2");
+            room.next_batch().unwrap()
+        };
+        room.commit_failed(failing);
+        room.restart_epoch("second".into());
+        assert_eq!(alice.outbound.close_reason().map(|close| close.frame.code), Some(1012));
+        assert_eq!(tutorial.outbound.close_reason(), None);
+        let newcomer = room.join(Mode::V1);
+        assert!(matches!(
+            &frames(&newcomer)[..],
+            [ServerFrame::Welcome { epoch, latest_seq: 0, .. }] if epoch == "second"
+        ));
+        post(&room, &tutorial, "t1");
+        room.committed(room.next_batch().unwrap());
+        assert_eq!(seqs(&frames(&newcomer)), [(1, "t1".into())]);
     }
 
     /// A client leaves the room when its seat is dropped, however its connection ended.

@@ -2,7 +2,8 @@
 //! relay started with `--data-dir` picks the conversation up where it stopped.
 //!
 //! The in-memory [`History`](crate::history::History) stays the source of truth for every answer;
-//! the store only mirrors it. It is read once, at start-up, and written once per new message.
+//! the store only mirrors it. It is read at start-up (and when reopened after a failure), and
+//! written by the committer (`crate::commit`), one transaction per batch of new messages.
 
 use std::path::{Path, PathBuf};
 
@@ -42,7 +43,8 @@ pub enum StoreError {
         /// What redb said.
         source: redb::Error,
     },
-    /// New messages could not be written; they are still in memory.
+    /// New messages could not be written: the store holds what it held before (or, when the
+    /// disk failed during the commit, perhaps the batch too: reopening rolls that back).
     #[error("cannot write up to seq {seq} to the history file: {source}")]
     Write {
         /// The newest seq that was to be written.
@@ -52,18 +54,34 @@ pub enum StoreError {
     },
 }
 
-/// Where the room writes each new message, so that the history outlives the process.
+/// Where the committer writes new messages, so that the history outlives the process.
 ///
-/// A trait so that the room's tests can stand in a store that fails.
+/// A trait so that tests can stand in a store that fails the way redb does: after one I/O error,
+/// every later write fails (`PreviousIo`) until the file is reopened.
 pub trait Store: Send {
-    /// Writes `unsaved`, the messages it does not have yet (oldest first), and `latest_seq`, all
-    /// or nothing; forgets what falls out of the last N. `unsaved` is usually just the newest
-    /// message; after a failed write it also holds the ones that write missed, so the file never
-    /// has a hole and falls behind the seqs clients have seen only until a write succeeds.
+    /// Writes `batch` (the messages numbered right after the ones it holds, oldest first) and
+    /// `latest_seq` in one transaction, on disk when this returns; forgets what falls out of the
+    /// last N.
     ///
     /// # Errors
-    /// [`StoreError::Write`] when the write did not happen: the store then holds what it held.
-    fn append(&mut self, unsaved: &[&StoredMessage], latest_seq: u64) -> Result<(), StoreError>;
+    /// [`StoreError::Write`] when the commit did not complete. The batch may or may not be on disk
+    /// then; [`Store::reopen`] says what is.
+    fn append(&mut self, batch: &[&StoredMessage], latest_seq: u64) -> Result<(), StoreError>;
+
+    /// Closes the file and opens it again (redb refuses every write after an I/O error until
+    /// then), forgets any message after `committed_seq` (written by a commit that reported a
+    /// failure, so never acked nor relayed), and returns what it holds.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] when the file cannot be opened or read.
+    fn reopen(&mut self, committed_seq: u64) -> Result<Saved, StoreError>;
+
+    /// Starts the file over in a new `epoch`, without messages, for when its history no longer
+    /// continues the one clients have seen.
+    ///
+    /// # Errors
+    /// [`StoreError::Write`] when that could not be written.
+    fn restart(&mut self, epoch: &str) -> Result<(), StoreError>;
 }
 
 /// What a history file held when it was opened.
@@ -80,15 +98,15 @@ pub struct Saved {
 /// The history in a redb file.
 ///
 /// Each append is one write transaction, committed with redb's default durability: on disk
-/// (fsync'd) before the call returns. The room calls it under its lock, before it acks or relays
-/// the message, so an acked message survives a crash; the cost is one small transaction and one
-/// fsync per message (measured: about 0.25 ms on this project's dev machine, ext4 on a virtual
-/// disk, release build; a slow or network disk can take tens of ms), during which other senders
-/// wait for the lock. At chat rates that is far below what a person notices; a relay that had to
-/// take thousands of messages a second would batch writes on a task of its own instead.
+/// (fsync'd) before the call returns. The committer calls it on its own thread, outside the
+/// room's lock, with every message that waited meanwhile: one fsync (about 0.25 ms on this
+/// project's dev machine, ext4 on a virtual disk; tens of ms on a slow or network disk) per
+/// batch, however many messages the batch holds.
 #[derive(Debug)]
 pub struct HistoryStore {
-    db: Database,
+    /// `None` only between closing and reopening the file.
+    db: Option<Database>,
+    path: PathBuf,
     capacity: usize,
 }
 
@@ -106,20 +124,18 @@ impl HistoryStore {
         std::fs::create_dir_all(dir)
             .map_err(|source| StoreError::CreateDir { path: dir.to_owned(), source })?;
         let path = dir.join(HISTORY_FILE);
-        let open = || -> Result<(Database, Saved), redb::Error> {
-            let db = Database::create(&path)?;
-            let transaction = db.begin_write()?;
-            let saved = load(&transaction, capacity)?;
-            transaction.commit()?;
-            Ok((db, saved))
-        };
-        let (db, saved) = open().map_err(|source| StoreError::Open { path, source })?;
-        Ok((Self { db, capacity }, saved))
+        let (db, saved) = open(&path, capacity, None)?;
+        Ok((Self { db: Some(db), path, capacity }, saved))
+    }
+
+    fn db(&self) -> Result<&Database, redb::Error> {
+        // Only a failed reopen leaves it closed; the committer reopens before it writes again.
+        self.db.as_ref().ok_or_else(|| redb::Error::Io(std::io::Error::other("the file is closed")))
     }
 
     fn write(&self, unsaved: &[&StoredMessage], latest_seq: u64) -> Result<(), redb::Error> {
         let keep_from = (latest_seq + 1).saturating_sub(self.capacity as u64);
-        let transaction = self.db.begin_write()?;
+        let transaction = self.db()?.begin_write()?;
         {
             let mut messages = transaction.open_table(MESSAGES)?;
             for &message in unsaved.iter().filter(|message| message.seq >= keep_from) {
@@ -137,15 +153,55 @@ impl HistoryStore {
 }
 
 impl Store for HistoryStore {
-    fn append(&mut self, unsaved: &[&StoredMessage], latest_seq: u64) -> Result<(), StoreError> {
-        self.write(unsaved, latest_seq)
+    fn append(&mut self, batch: &[&StoredMessage], latest_seq: u64) -> Result<(), StoreError> {
+        self.write(batch, latest_seq)
             .map_err(|source| StoreError::Write { seq: latest_seq, source })
+    }
+
+    fn reopen(&mut self, committed_seq: u64) -> Result<Saved, StoreError> {
+        // Closed first: redb refuses a second handle on the file.
+        drop(self.db.take());
+        let (db, saved) = open(&self.path, self.capacity, Some(committed_seq))?;
+        self.db = Some(db);
+        Ok(saved)
+    }
+
+    fn restart(&mut self, epoch: &str) -> Result<(), StoreError> {
+        let restart = || -> Result<(), redb::Error> {
+            let transaction = self.db()?.begin_write()?;
+            transaction.open_table(EPOCH)?.insert((), epoch)?;
+            transaction.open_table(LATEST_SEQ)?.insert((), 0)?;
+            transaction.open_table(MESSAGES)?.retain(|_, _| false)?;
+            transaction.commit()?;
+            Ok(())
+        };
+        restart().map_err(|source| StoreError::Write { seq: 0, source })
     }
 }
 
+/// Opens (or creates) the file at `path` and loads it; see [`load`].
+fn open(
+    path: &Path,
+    capacity: usize,
+    committed_seq: Option<u64>,
+) -> Result<(Database, Saved), StoreError> {
+    let open = || -> Result<(Database, Saved), redb::Error> {
+        let db = Database::create(path)?;
+        let transaction = db.begin_write()?;
+        let saved = load(&transaction, capacity, committed_seq)?;
+        transaction.commit()?;
+        Ok((db, saved))
+    };
+    open().map_err(|source| StoreError::Open { path: path.to_owned(), source })
+}
+
 /// Reads the epoch (making one if the file is new), the latest seq and the last `capacity`
-/// messages, removing older ones.
-fn load(transaction: &WriteTransaction, capacity: usize) -> Result<Saved, redb::Error> {
+/// messages, removing older ones, and any after `committed_seq` when given.
+fn load(
+    transaction: &WriteTransaction,
+    capacity: usize,
+    committed_seq: Option<u64>,
+) -> Result<Saved, redb::Error> {
     let mut epochs = transaction.open_table(EPOCH)?;
     let stored_epoch = epochs.get(())?.map(|epoch| epoch.value().to_owned());
     let epoch = match stored_epoch {
@@ -156,8 +212,15 @@ fn load(transaction: &WriteTransaction, capacity: usize) -> Result<Saved, redb::
             epoch
         }
     };
-    let latest_seq = transaction.open_table(LATEST_SEQ)?.get(())?.map_or(0, |seq| seq.value());
+    let mut latest_seq = transaction.open_table(LATEST_SEQ)?.get(())?.map_or(0, |seq| seq.value());
     let mut table = transaction.open_table(MESSAGES)?;
+    if let Some(committed) = committed_seq.filter(|&committed| committed < latest_seq) {
+        // A commit reported failed but reached the disk: nobody saw these messages, and their
+        // seqs are given out again.
+        table.retain_in(committed + 1.., |_, _| false)?;
+        transaction.open_table(LATEST_SEQ)?.insert((), committed)?;
+        latest_seq = committed;
+    }
     let keep_from = (latest_seq + 1).saturating_sub(capacity as u64);
     table.retain_in(..keep_from, |_, _| false)?;
     let mut messages = Vec::new();
@@ -311,6 +374,36 @@ mod tests {
         drop(store);
         let (_, saved) = HistoryStore::open(dir.path(), 3).unwrap();
         assert_eq!((saved.latest_seq, seqs(&saved)), (5, vec![3, 4, 5]));
+    }
+
+    /// A commit that reported a failure may still have reached the disk: reopening forgets what
+    /// it wrote after the committed seq, so that seq is given out again, and writing goes on.
+    #[test]
+    fn reopening_forgets_what_a_failed_commit_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, opened) = HistoryStore::open(dir.path(), 10).unwrap();
+        store.append(&[&message(1, "a"), &message(2, "b")], 2).unwrap();
+        store.append(&[&message(3, "reported failed")], 3).unwrap();
+        let saved = store.reopen(2).unwrap();
+        assert_eq!((saved.epoch.as_str(), saved.latest_seq), (opened.epoch.as_str(), 2));
+        assert_eq!(seqs(&saved), [1, 2]);
+        store.append(&[&message(3, "c")], 3).unwrap();
+        drop(store);
+        let (_, saved) = HistoryStore::open(dir.path(), 10).unwrap();
+        assert_eq!(saved.messages.last().map(|message| message.id.as_str()), Some("c"));
+        assert_eq!(seqs(&saved), [1, 2, 3]);
+    }
+
+    /// Starting over keeps the file but not its conversation: a new epoch, no messages, seq 0.
+    #[test]
+    fn a_restart_starts_a_new_epoch_without_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = HistoryStore::open(dir.path(), 10).unwrap();
+        store.append(&[&message(1, "a")], 1).unwrap();
+        store.restart("second").unwrap();
+        drop(store);
+        let (_, saved) = HistoryStore::open(dir.path(), 10).unwrap();
+        assert_eq!(saved, Saved { epoch: "second".into(), latest_seq: 0, messages: vec![] });
     }
 
     /// A missing data directory is created, however deep.

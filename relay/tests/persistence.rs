@@ -6,6 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
 use wschat_protocol::v1::ServerFrame;
 use wschat_relay::{Config, RunError, StoreError, HISTORY_FILE};
 
@@ -156,4 +158,70 @@ async fn the_command_refuses_a_data_dir_it_cannot_use() {
     assert_eq!(output.status.code(), Some(2));
     let printed = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
     assert!(printed.contains(&not_a_dir.display().to_string()), "{printed}");
+}
+
+/// Ten tabs each flush an outbox of 30 messages at once, all together, with a data directory:
+/// every message is acked, every tab receives the others' messages in seq order with no gap,
+/// and after a restart the file holds exactly the acked messages under their seqs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_are_committed_together_and_in_order() {
+    const TABS: usize = 10;
+    const EACH: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(Config { rate: unlimited(), ..config(dir.path()) }).await;
+    let mut tabs = Vec::new();
+    for _ in 0..TABS {
+        let mut tab = relay.connect_v1().await;
+        welcome(&mut tab).await;
+        tabs.push(tab);
+    }
+    let sending: Vec<_> = tabs
+        .into_iter()
+        .enumerate()
+        .map(|(t, mut tab)| {
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    let frame = message(&format!("tab{t}-{n}"), &n.to_string());
+                    tab.feed(Message::text(frame.to_json())).await.unwrap();
+                }
+                tab.flush().await.unwrap();
+                // Read until this tab has its own acks and every other tab's messages.
+                let (mut acks, mut seen) = (Vec::new(), Vec::new());
+                while acks.len() < EACH || seen.len() < (TABS - 1) * EACH {
+                    match next_v1(&mut tab).await {
+                        ServerFrame::Ack { id, seq, duplicate: false } => acks.push((seq, id)),
+                        ServerFrame::Message(message) => seen.push(message.seq),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                (acks, seen, tab)
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    let mut tabs = Vec::new();
+    for task in sending {
+        let (acks, seen, tab) = task.await.unwrap();
+        assert!(seen.windows(2).all(|pair| pair[0] < pair[1]), "in seq order");
+        let mine: Vec<_> = acks.iter().map(|(seq, _)| *seq).collect();
+        let mut all: Vec<_> = seen.iter().chain(&mine).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (1..=(TABS * EACH) as u64).collect::<Vec<_>>(), "no gap, no repeat");
+        acked.extend(acks);
+        tabs.push(tab);
+    }
+    drop(tabs);
+    relay.stop().await;
+
+    let relay = TestRelay::start(config(dir.path())).await;
+    let mut reader = relay.connect_v1().await;
+    assert_eq!(welcome(&mut reader).await.1, (TABS * EACH) as u64);
+    let (stored, complete) = history(&mut reader, 1, 0).await;
+    assert!(complete);
+    let mut stored: Vec<_> = stored.into_iter().map(|message| (message.seq, message.id)).collect();
+    stored.sort_unstable();
+    acked.sort_unstable();
+    assert_eq!(stored, acked);
+    drop(reader);
+    relay.stop().await;
 }

@@ -76,16 +76,19 @@ pub async fn send(client: &mut Client, message: &ChatMessage) {
     client.send(Message::text(message.to_json())).await.unwrap();
 }
 
-/// The next text frame a client receives, skipping pings and pongs.
+/// The next text frame a client receives, skipping pings and pongs. (One deadline for the whole
+/// wait: the relay's pings must not keep a test that misses a frame waiting forever.)
 async fn next_text(client: &mut Client) -> String {
-    loop {
-        let frame = tokio::time::timeout(PATIENCE, client.next()).await.unwrap().unwrap().unwrap();
-        match frame {
-            Message::Text(text) => return text.to_string(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
+    let wait = async {
+        loop {
+            match client.next().await.unwrap().unwrap() {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
         }
-    }
+    };
+    tokio::time::timeout(PATIENCE, wait).await.expect("no text frame in time")
 }
 
 /// The next data frame a client receives, decoded.
