@@ -6,12 +6,14 @@
 //! - `dist`: the release build of the app, for `wschat-relay --static dist`.
 //! - `test`: every check and test: formatting, lints, native tests, browser tests, end-to-end.
 //! - `soak`: a benchmark: 1,000 messages across 5 relay restarts, counting losses and duplicates.
-//! - `bench`: a benchmark: wschat's relay beside a bare relay and Node `ws`, against budgets.
+//! - `bench`: a benchmark: the relay beside a bare relay and Node `ws`, the app beside a plain page
+//!   in Chromium and Firefox, the first load; every figure a ratio, checked against budgets.
 //! - `screenshot`: the end-to-end chat in Chromium, saved as a picture for the README.
 //!
 //! Modules: `setup` (installs), `process` (child processes and ports), `e2e` (WebDriver
 //! scenarios), `suite` (the stages of `test`), `relay_control` (a relay the browser tests restart),
-//! `soak` (the benchmark), `bench` (the relay benchmark and its table).
+//! `soak` (the soak benchmark), `bench` (the benchmark and its table; `bench/browser.rs` its
+//! browser rows).
 
 mod bench;
 mod e2e;
@@ -53,9 +55,12 @@ enum Command {
     /// Benchmark: 1,000 messages between two tabs while the relay restarts 5 times; prints lost,
     /// duplicated and out-of-order counts and reconnect times.
     Soak,
-    /// Benchmark: wschat's relay beside a bare tokio-tungstenite relay (the floor) and Node `ws`
-    /// (the peer), same run: fan-out throughput and latency, memory per idle socket, persisted vs
-    /// in-memory; prints one table and exits non-zero when a budget is missed.
+    /// Benchmark, all in one run: the relay beside a bare tokio-tungstenite relay (the floor) and
+    /// Node `ws` (the peer): fan-out throughput and latency, memory per idle socket, persisted vs
+    /// in-memory; the app beside a plain-JavaScript page in Chromium and Firefox: floods of 2,000
+    /// and 10,000 messages, tab-to-tab latency; the first load against bench/budgets.toml. Prints
+    /// one table and exits non-zero when a budget is missed (WSCHAT_BENCH=NAME,... runs only the
+    /// groups whose names contain one of these).
     Bench,
     /// Chat between two tabs in headless Chromium and save tab B as a PNG.
     Screenshot {
