@@ -120,36 +120,42 @@ impl SocketTask {
             Next::WaitForUser => None,
         };
         loop {
-            let timer = match retry_at {
-                Some(at) => TimeoutFuture::new(wait_until(at)).left_future(),
-                None => future::pending().right_future(),
-            };
-            futures::select! {
-                () = timer.fuse() => return true,
-                command = self.commands.next() => match command {
-                    None => return false,
-                    Some(Command::ReconnectNow) => {
-                        if machine.reconnect_now() {
-                            return true;
-                        }
+            let mut timer = retry_at.map(|at| TimeoutFuture::new(wait_until(at)));
+            // `None`: the retry is due.
+            let command = future::poll_fn(|cx| {
+                if let Poll::Ready(command) = self.commands.poll_next_unpin(cx) {
+                    return Poll::Ready(Some(command));
+                }
+                match timer.as_mut().map(|timer| timer.poll_unpin(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(None),
+                    _ => Poll::Pending,
+                }
+            })
+            .await;
+            let Some(command) = command else { return true };
+            match command {
+                None => return false,
+                Some(Command::ReconnectNow) => {
+                    if machine.reconnect_now() {
+                        return true;
                     }
-                    Some(Command::Hurry) => {
-                        if machine.hurry() {
-                            return true;
-                        }
+                }
+                Some(Command::Hurry) => {
+                    if machine.hurry() {
+                        return true;
                     }
-                    Some(Command::Request(_, reply)) => {
-                        // Nobody is listening for the reply if the receiver is gone already.
-                        let _ = reply.send(Err(RequestError::Disconnected));
-                    }
-                    // The outbox keeps the messages until the connection is back.
-                    Some(Command::Flush) => {}
-                    Some(Command::Close) => {
-                        retry_at = None;
-                        machine.closed_by_user();
-                        self.publish(machine);
-                    }
-                },
+                }
+                Some(Command::Request(_, reply)) => {
+                    // Nobody is listening for the reply if the receiver is gone already.
+                    let _ = reply.send(Err(RequestError::Disconnected));
+                }
+                // The outbox keeps the messages until the connection is back.
+                Some(Command::Flush) => {}
+                Some(Command::Close) => {
+                    retry_at = None;
+                    machine.closed_by_user();
+                    self.publish(machine);
+                }
             }
         }
     }
