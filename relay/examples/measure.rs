@@ -57,6 +57,10 @@ enum What {
         /// Open sockets at which to measure, ascending.
         #[arg(long, value_delimiter = ',', default_value = "5000,10000")]
         counts: Vec<usize>,
+        /// Then one client sends a message of this many characters to all, and the RSS is read
+        /// again: what a socket keeps after it carried a large frame.
+        #[arg(long)]
+        then_message: Option<usize>,
     },
     /// One tutorial client sends a burst; every receiver must get all of it.
     FanOut {
@@ -173,7 +177,7 @@ fn drain(mut client: Client, received: Arc<AtomicUsize>) -> tokio::task::JoinHan
 async fn main() {
     let args = Args::parse();
     match args.what {
-        What::Idle { ref counts } => idle(&args, counts).await,
+        What::Idle { ref counts, then_message } => idle(&args, counts, then_message).await,
         What::FanOut { receivers, messages, rounds } => {
             fan_out(&args, receivers, messages, rounds).await;
         }
@@ -183,7 +187,7 @@ async fn main() {
     }
 }
 
-async fn idle(args: &Args, counts: &[usize]) {
+async fn idle(args: &Args, counts: &[usize], then_message: Option<usize>) {
     let relay = Relay::start(args, &[]).await;
     // One socket first, so that what every relay has once (runtime threads, the first buffers of
     // the allocator's arenas) is in the baseline.
@@ -216,6 +220,21 @@ async fn idle(args: &Args, counts: &[usize]) {
         println!(
             "{count} open ({connected} by the relay's count): VmRSS {rss} KiB, {:.0} bytes per idle socket",
             per_socket
+        );
+    }
+    if let Some(chars) = then_message {
+        let before = received.load(Ordering::Relaxed);
+        let mut sender = relay.connect(false).await;
+        let text = ChatMessage { source: "bench".into(), content: "x".repeat(chars) };
+        sender.send(Message::text(text.to_json())).await.unwrap();
+        while received.load(Ordering::Relaxed) < before + readers.len() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = relay.rss_kib();
+        let per_socket = (rss - baseline) as f64 * 1024.0 / readers.len() as f64;
+        println!(
+            "after each received a {chars}-character message: VmRSS {rss} KiB, {per_socket:.0} bytes per socket"
         );
     }
     drop(readers);
