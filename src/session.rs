@@ -79,13 +79,21 @@ pub struct Session {
     pub source: String,
     /// History requests sent and not yet answered: (request id, after seq).
     resyncs: Vec<(u64, u64)>,
+    /// A history answer came in pages: the next one is wanted after this seq.
+    next_page_after: Option<u64>,
 }
 
 impl Session {
     /// A session that starts with a (possibly reloaded) outbox.
     #[must_use]
     pub fn new(outbox: Outbox, source: String) -> Self {
-        Self { outbox, conversation: Conversation::default(), source, resyncs: Vec::new() }
+        Self {
+            outbox,
+            conversation: Conversation::default(),
+            source,
+            resyncs: Vec::new(),
+            next_page_after: None,
+        }
     }
 
     /// The relay welcomed a new connection: returns the history request that catches up on
@@ -101,9 +109,17 @@ impl Session {
         ClientFrame::History { request_id, after_seq }
     }
 
+    /// The request for the next page of a history answer that came in pages, if one is due
+    /// (send it at once: the pages follow each other).
+    pub fn next_page(&mut self, request_id: u64) -> Option<ClientFrame> {
+        let after_seq = self.next_page_after.take()?;
+        Some(self.history_request(request_id, after_seq))
+    }
+
     /// The connection ended: requests in flight get no answer.
     pub fn disconnected(&mut self) {
         self.resyncs.clear();
+        self.next_page_after = None;
         self.outbox.on_disconnect();
     }
 
@@ -117,8 +133,12 @@ impl Session {
                 self.outbox.ack(&id, seq);
                 self.conversation.observe(seq);
             }
-            ServerFrame::History { request_id, messages, complete, .. } => {
+            ServerFrame::History { request_id, messages, complete, more, .. } => {
                 let through = messages.last().map(|message| message.seq);
+                if more {
+                    // Cut at the relay's bound for one answer: the rest follows this page.
+                    self.next_page_after = through;
+                }
                 for message in messages {
                     self.receive(message);
                 }
@@ -195,7 +215,7 @@ mod tests {
     }
 
     fn history(request_id: u64, messages: Vec<StoredMessage>, complete: bool) -> ServerFrame {
-        ServerFrame::History { request_id, epoch: "e".into(), messages, complete }
+        ServerFrame::History { request_id, epoch: "e".into(), messages, complete, more: false }
     }
 
     /// A welcome asks for what was missed; the pending messages go next; the ack delivers.
@@ -249,6 +269,31 @@ mod tests {
         session.apply(history(2, answer, true));
         let seqs: Vec<_> = session.conversation.messages().map(|m| m.message.seq).collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    }
+
+    /// A history answer cut at the relay's bound is followed by a request for the next page,
+    /// after its last seq; the pages together fill the gap.
+    #[test]
+    fn a_history_in_pages_asks_for_each_next_page() {
+        let mut session = session_with(&[]);
+        session.welcome("e", 1);
+        let page = |request_id, seqs: std::ops::RangeInclusive<u64>, more| ServerFrame::History {
+            request_id,
+            epoch: "e".into(),
+            messages: seqs.map(|seq| stored(seq, &format!("m{seq}"), "bob")).collect(),
+            complete: true,
+            more,
+        };
+        session.apply(page(1, 1..=3, true));
+        assert_eq!(
+            session.next_page(2),
+            Some(ClientFrame::History { request_id: 2, after_seq: 3 })
+        );
+        assert_eq!(session.next_page(3), None, "asked once");
+        session.apply(page(2, 4..=5, false));
+        assert_eq!(session.next_page(3), None);
+        assert_eq!(session.conversation.len(), 5);
+        assert_eq!(session.conversation.resume_after(), 5);
     }
 
     /// A refused message fails on its row; a relay that cannot store it keeps it pending to go

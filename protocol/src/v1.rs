@@ -12,7 +12,7 @@
 //! | relay → client | `ack` | the relay has the message `id`, as number `seq` (`duplicate` when it had it already) |
 //! | relay → client | `message` | a message from anyone, with its `seq`, `id` and the relay's time `sent_at_ms` |
 //! | client → relay | `history` | "send me what you have after `after_seq`", with a `request_id` |
-//! | relay → client | `history` | the answer, with the same `request_id` |
+//! | relay → client | `history` | the answer, with the same `request_id`; `more` when it was cut at the relay's size bound for one answer (ask again after its last seq) |
 //! | client → relay | `ping` | heartbeat, with a `request_id`; answered by a `pong` |
 //! | relay → client | `pong` | the answer to a `ping`, with its `request_id` |
 //! | relay → client | `error` | a frame was refused; `id`/`request_id` name it when known |
@@ -106,6 +106,10 @@ pub enum ServerFrame {
         /// False when the relay no longer holds some messages right after the requested seq:
         /// they are lost to this client, and the page should say so.
         complete: bool,
+        /// True when the answer stopped at the relay's size bound for one answer: the client
+        /// asks again after the last seq in `messages` for the rest. Absent (false) otherwise.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        more: bool,
     },
     /// The answer to a [`ClientFrame::Ping`].
     Pong {
@@ -219,6 +223,10 @@ impl ServerFrame {
                     .map(StoredMessage::from_object)
                     .collect::<Result<_, _>>()?,
                 complete: object.required_bool("complete")?,
+                more: match object.has("more") {
+                    true => object.required_bool("more")?,
+                    false => false,
+                },
             },
             "pong" => Self::Pong { request_id: object.required_u64("request_id")? },
             "error" => Self::Error {
@@ -317,6 +325,7 @@ mod tests {
                 epoch: "e".into(),
                 messages: vec![stored(1), stored(2)],
                 complete: false,
+                more: true,
             },
             ServerFrame::Error {
                 error: WireError::new(ErrorCode::Unavailable, "disk"),
@@ -365,6 +374,7 @@ mod tests {
             epoch: "e".into(),
             messages: vec![stored(1), stored(2)],
             complete: true,
+            more: false,
         };
         assert_eq!(ServerFrame::from_json(&history.to_json()).unwrap(), history);
         let error = ServerFrame::Error {

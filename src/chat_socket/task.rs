@@ -259,6 +259,15 @@ impl SocketTask {
                             // A copy only for a requester waiting for this very frame.
                             let reply = self.reply_for(&frame);
                             let problem = self.shared.session.borrow_mut().apply(frame);
+                            let next_id = self.next_request_id;
+                            if let Some(next_page) =
+                                self.shared.session.borrow_mut().next_page(next_id)
+                            {
+                                self.next_request_id += 1;
+                                if let Err(ended) = send(&mut socket, &next_page) {
+                                    return ended;
+                                }
+                            }
                             self.shared.schedule_sync();
                             if problem == Some(Problem::Unavailable) {
                                 retry_flush_at

@@ -204,7 +204,13 @@ fn server_frame(u: &mut Unstructured<'_>) -> arbitrary::Result<ServerFrame> {
                 messages.push(stored_message(u)?);
                 Ok(ControlFlow::Continue(()))
             })?;
-            ServerFrame::History { request_id, epoch, messages, complete: u.arbitrary()? }
+            ServerFrame::History {
+                request_id,
+                epoch,
+                messages,
+                complete: u.arbitrary()?,
+                more: u.arbitrary()?,
+            }
         }
         4 => ServerFrame::Pong { request_id: u.arbitrary()? },
         _ => ServerFrame::Error {
