@@ -395,7 +395,7 @@ mod tests {
         let refused = send_all(&room, &mut alice, &["m4".into()], &mut acked).await;
         assert_eq!(refused, ["m4"]);
         let closed = tokio::time::timeout(PATIENCE, alice.membership.outbound.closed()).await;
-        assert_eq!(closed.unwrap().frame.code, 1012);
+        assert_eq!(closed.unwrap().code(), Some(1012));
 
         let (new_epoch, latest) = room.committed_seq();
         assert_ne!(new_epoch, old_epoch);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
+use axum::extract::ws::{Message, WebSocket};
 use futures_util::stream::SplitStream;
 use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::time::Instant;
@@ -22,11 +22,12 @@ use tracing::{debug, info, warn, Instrument};
 use wschat_protocol::v1::{ClientFrame, ServerFrame};
 use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 
+use crate::close::Close;
 use crate::history::Posted;
 use crate::metrics::{count, Metrics};
 use crate::outbound::{frame_bytes, Outbound};
 use crate::rate::TokenBucket;
-use crate::room::{Admission, CloseKind, Evicted, Membership, Mode, RelayClose};
+use crate::room::{Admission, Evicted, Membership, Mode};
 use crate::{Config, Relay};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
@@ -44,8 +45,8 @@ pub enum ConnectionError {
     Write(#[source] axum::Error),
     /// The relay closed the connection: the client stopped reading (its queue passed its bound or
     /// its socket took nothing for too long), sent too big a message, or too many bad frames.
-    #[error("closed by the relay ({}): {}", .0.frame.code, .0.frame.reason)]
-    Closed(RelayClose),
+    #[error("closed by the relay ({}): {}", .0.label(), .0.reason())]
+    Closed(Close),
     /// Nothing came back from the client, not even a pong, for too long: the peer is gone
     /// (a half-open connection after sleep, a pulled cable).
     #[error("no answer to pings for {0:?}: the client is gone")]
@@ -147,15 +148,24 @@ pub fn serve(
         };
         drop(seat);
         metrics.connections.dec();
-        match &outcome {
-            Err(ConnectionError::Closed(close)) => count(&metrics.disconnects, close.kind.label()),
-            Err(ConnectionError::Unresponsive(_)) => count(&metrics.disconnects, "unresponsive"),
-            _ => {}
+        let close = match &outcome {
+            Err(ConnectionError::Closed(close)) => Some(*close),
+            Err(ConnectionError::Unresponsive(_)) => Some(Close::Unresponsive),
+            _ => None,
+        };
+        if let Some(close) = close.filter(|close| close.counted()) {
+            count(&metrics.disconnects, close.label());
         }
         match outcome {
             Ok(Ended::ClientLeft) => info!(clients = relay.room.len(), "disconnected"),
             Ok(Ended::RelayShutdown) => info!("closed: relay shutting down"),
-            Err(error) => warn!(%error, clients = relay.room.len(), "connection ended"),
+            Err(error) => warn!(
+                %error,
+                kind = close.map(Close::label),
+                reconnect = close.is_none_or(Close::reconnect),
+                clients = relay.room.len(),
+                "connection ended"
+            ),
         }
     }
     .instrument(span)
@@ -233,18 +243,11 @@ impl Reader {
                     // Some read failures deserve the close code that says why (RFC 6455, 7.4.1).
                     match socket_error(&error) {
                         Some(tungstenite::Error::Capacity(_)) => {
-                            let limit = config.max_message_size;
-                            self.close(
-                                CloseKind::TooBig,
-                                close_code::SIZE,
-                                format!("message too big: at most {limit} bytes"),
-                            );
+                            self.outbound.close(Close::TooBig { limit: config.max_message_size });
                         }
-                        Some(tungstenite::Error::Utf8(_)) => self.close(
-                            CloseKind::InvalidText,
-                            close_code::INVALID,
-                            "text frames must be valid UTF-8".to_owned(),
-                        ),
+                        Some(tungstenite::Error::Utf8(_)) => {
+                            self.outbound.close(Close::InvalidText)
+                        }
                         _ => {}
                     }
                     return Err(ConnectionError::Read(error));
@@ -255,10 +258,7 @@ impl Reader {
             let refusal = match frame {
                 Message::Text(text) => {
                     if self.throttle(&mut bucket, &mut throttled_since).await.is_err() {
-                        let limit = config.rate.per_second;
-                        let reason =
-                            format!("sending faster than {limit} messages per second for too long");
-                        self.close(CloseKind::Flood, close_code::POLICY, reason);
+                        self.outbound.close(Close::Flood { per_second: config.rate.per_second });
                         continue;
                     }
                     // With `--data-dir`, waits while too much waits for the disk already.
@@ -287,11 +287,7 @@ impl Reader {
             }
             strikes += 1;
             if strikes == config.max_strikes {
-                self.close(
-                    CloseKind::Strikes,
-                    close_code::POLICY,
-                    format!("{strikes} refused frames in a row"),
-                );
+                self.outbound.close(Close::Strikes { strikes });
             }
         }
         Ok(Ended::ClientLeft)
@@ -322,12 +318,6 @@ impl Reader {
         // The wait was exactly what one token takes; a token is there now.
         bucket.allow(std::time::Instant::now());
         Ok(())
-    }
-
-    /// Has the writer close the connection with `code` (unless a reason was already given).
-    fn close(&self, kind: CloseKind, code: u16, reason: String) {
-        let frame = CloseFrame { code, reason: reason.into() };
-        self.outbound.close(RelayClose { kind, frame });
     }
 
     /// A tutorial client's frame: a plain chat message, given an id and a seq like any other.
@@ -429,18 +419,15 @@ where
         stopped = pump(sink, outbound, config, heard, metrics) => match stopped {
             Stopped::Stalled => {
                 // The first close decided stands, should the room have evicted the client too.
-                outbound.close(RelayClose::slow_consumer_stalled());
+                outbound.close(Close::Stalled);
                 outbound.close_reason()
             }
             Stopped::Failed(error) => return Err(error),
         },
     };
-    let frame = close.as_ref().map_or_else(
-        || CloseFrame { code: close_code::AWAY, reason: "relay shutting down".into() },
-        |close| close.frame.clone(),
-    );
+    let frame = close.unwrap_or(Close::Shutdown).frame();
     // Best effort: a client that stopped reading may never take the frame; it is dropped anyway.
-    if tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await.is_err() {
+    if tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(frame))).await.is_err() {
         debug!("close frame not accepted in time");
     }
     match close {
@@ -598,7 +585,7 @@ mod tests {
         .await;
         match ended {
             Err(ConnectionError::Closed(close)) => {
-                assert_eq!((close.kind, close.frame.code), (CloseKind::SlowConsumer, 1008));
+                assert_eq!((close, close.code()), (Close::Stalled, Some(1008)));
             }
             other => panic!("expected a slow-consumer close, got {other:?}"),
         }

@@ -160,7 +160,13 @@ impl History {
         let messages: Vec<_> = self.after(after_seq).cloned().collect();
         // Nothing is missing if the client is already at or past the oldest gap.
         let complete = after_seq >= self.latest_seq || after_seq + 1 >= self.oldest_seq();
-        ServerFrame::History { request_id, epoch: self.epoch.clone(), messages, complete, more: false }
+        ServerFrame::History {
+            request_id,
+            epoch: self.epoch.clone(),
+            messages,
+            complete,
+            more: false,
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //!   client socket with 1001 and waits for the socket tasks.
 //! - `routes` maps HTTP paths to handlers: WebSocket upgrades on `/ws` and `/`, and optionally the
 //!   built app as static files.
+//! - `close` is the catalogue of every close the relay makes: code, reason, metric label, and
+//!   whether the client should reconnect.
 //! - `connection` runs one client: a reader and a writer (two futures in one task), and the close
 //!   handshake.
 //! - `room` keeps the connected clients and fans each message out, in each client's protocol.
@@ -21,6 +23,7 @@
 //!   acks and relays them, and reopens the store when a write fails.
 
 mod auth;
+mod close;
 mod commit;
 mod connection;
 mod history;

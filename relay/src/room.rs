@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::ws::{close_code, CloseFrame, Message};
+use axum::extract::ws::Message;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use wschat_protocol::v1::{ServerFrame, StoredMessage};
 use wschat_protocol::{ChatMessage, ErrorCode, WireError};
 
+use crate::close::Close;
 use crate::connection::Refusal;
 use crate::history::{History, Posted};
 use crate::metrics::{count, Metrics};
@@ -433,7 +434,7 @@ impl Room {
             .collect();
         for id in v1 {
             if let Some(member) = state.members.remove(&id) {
-                member.outbound.close(RelayClose::new_epoch());
+                member.outbound.close(Close::NewEpoch);
             }
         }
         if state.durability == Durability::Failing {
@@ -523,7 +524,7 @@ impl State {
 
     fn evict(&mut self, id: ClientId) {
         if let Some(member) = self.members.remove(&id) {
-            member.outbound.close(RelayClose::slow_consumer());
+            member.outbound.close(Close::SlowConsumer);
         }
     }
 }
@@ -557,87 +558,6 @@ impl Encoded {
 
 fn text(json: String) -> Message {
     Message::Text(json.into())
-}
-
-/// Why the relay itself closes a connection (shutdown aside).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseKind {
-    /// It stopped reading: its outbound queue passed its byte bound, or its socket took nothing
-    /// for too long.
-    SlowConsumer,
-    /// It sent a frame over the size limit.
-    TooBig,
-    /// It sent a text frame that is not UTF-8.
-    InvalidText,
-    /// It kept sending faster than the rate.
-    Flood,
-    /// It sent too many refused frames in a row.
-    Strikes,
-    /// The history restarted in a new epoch: a v1 client must reconnect to learn it.
-    NewEpoch,
-}
-
-impl CloseKind {
-    /// The metric label.
-    #[must_use]
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::SlowConsumer => "slow_consumer",
-            Self::TooBig => "too_big",
-            Self::InvalidText => "invalid_text",
-            Self::Flood => "flood",
-            Self::Strikes => "strikes",
-            Self::NewEpoch => "new_epoch",
-        }
-    }
-}
-
-/// A close the relay decided on: why, and the frame the client gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayClose {
-    /// Why.
-    pub kind: CloseKind,
-    /// The close frame (code and reason) sent to the client.
-    pub frame: CloseFrame,
-}
-
-impl RelayClose {
-    /// The close for a client whose outbound queue passed its byte bound (1008).
-    #[must_use]
-    pub fn slow_consumer() -> Self {
-        Self {
-            kind: CloseKind::SlowConsumer,
-            frame: CloseFrame {
-                code: close_code::POLICY,
-                reason: "outbound queue full: the client is not reading its messages".into(),
-            },
-        }
-    }
-
-    /// The close for a v1 client when the history restarts in a new epoch (1012, "service
-    /// restart"): it reconnects and its welcome names the new epoch.
-    #[must_use]
-    pub fn new_epoch() -> Self {
-        Self {
-            kind: CloseKind::NewEpoch,
-            frame: CloseFrame {
-                code: close_code::RESTART,
-                reason: "the relay's history restarted in a new epoch: reconnect".into(),
-            },
-        }
-    }
-
-    /// The close for a client whose socket took nothing for too long while frames waited (1008).
-    #[must_use]
-    pub fn slow_consumer_stalled() -> Self {
-        Self {
-            kind: CloseKind::SlowConsumer,
-            frame: CloseFrame {
-                code: close_code::POLICY,
-                reason: "nothing could be written for too long: the client is not reading".into(),
-            },
-        }
-    }
 }
 
 #[cfg(test)]
@@ -753,7 +673,7 @@ mod tests {
         }
         let evicted = room.post(sender.seat.id(), posted("2", &content), 0, Admission::none());
         assert_eq!(evicted, vec![Evicted(stalled.seat.id())], "the stalled one is 3 frames behind");
-        assert_eq!(stalled.outbound.close_reason().map(|close| close.frame.code), Some(1008));
+        assert_eq!(stalled.outbound.close_reason().and_then(Close::code), Some(1008));
         assert_eq!(reader.outbound.take_now().len(), 1, "the reader keeps up and stays");
         assert_eq!(reader.outbound.close_reason(), None);
         assert_eq!(room.len(), 2);
@@ -881,7 +801,7 @@ mod tests {
         };
         room.commit_failed(failing);
         room.restart_epoch("second".into());
-        assert_eq!(alice.outbound.close_reason().map(|close| close.frame.code), Some(1012));
+        assert_eq!(alice.outbound.close_reason().and_then(Close::code), Some(1012));
         assert_eq!(tutorial.outbound.close_reason(), None);
         let newcomer = room.join(Mode::V1);
         assert!(matches!(
