@@ -188,3 +188,72 @@ pub async fn metric_reaches(relay: &TestRelay, series: &str, at_least: f64) -> f
 
 /// The series counting clients evicted for not reading.
 pub const SLOW_CONSUMERS: &str = r#"wschat_disconnects_total{kind="slow_consumer"}"#;
+
+/// A WebSocket client written by hand on a plain TCP socket, for what a well-behaved client
+/// library will not send (a frame header alone, a lie about a frame's length).
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+impl RawClient {
+    /// Opens a socket to `path` and completes the handshake (no subprotocol: tutorial mode).
+    pub async fn connect(relay: &TestRelay, path: &str) -> Self {
+        let mut stream = TcpStream::connect(relay.address).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            relay.address
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // Byte by byte up to the blank line, so that nothing after the response is consumed.
+        let mut response = Vec::new();
+        while !response.ends_with(b"\r\n\r\n") {
+            let byte = tokio::time::timeout(PATIENCE, stream.read_u8()).await.unwrap().unwrap();
+            response.push(byte);
+        }
+        let response = String::from_utf8(response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+        Self { stream }
+    }
+
+    /// Sends the header of a masked text frame whose payload is `length` bytes, and nothing else.
+    pub async fn send_header(&mut self, length: u64) {
+        let mut header = vec![0x81]; // FIN, text
+        match length {
+            0..=125 => header.push(0x80 | length as u8),
+            126..=0xFFFF => {
+                header.push(0x80 | 126);
+                header.extend_from_slice(&(length as u16).to_be_bytes());
+            }
+            _ => {
+                header.push(0x80 | 127);
+                header.extend_from_slice(&length.to_be_bytes());
+            }
+        }
+        header.extend_from_slice(&[0, 0, 0, 0]); // the mask: all zeros leaves the payload as is
+        self.stream.write_all(&header).await.unwrap();
+    }
+
+    /// Reads frames until the relay's close frame and returns its code and reason; `None` if the
+    /// socket ends without one.
+    pub async fn close_frame(&mut self) -> Option<(u16, String)> {
+        let reading = async {
+            loop {
+                let mut head = [0; 2];
+                self.stream.read_exact(&mut head).await.ok()?;
+                let length = match head[1] & 0x7F {
+                    126 => u64::from(self.stream.read_u16().await.ok()?),
+                    127 => self.stream.read_u64().await.ok()?,
+                    short => u64::from(short),
+                };
+                let mut payload = vec![0; usize::try_from(length).unwrap()];
+                self.stream.read_exact(&mut payload).await.ok()?;
+                if head[0] & 0x0F == 0x8 {
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, reading).await.expect("no close frame in time")
+    }
+}
