@@ -4,6 +4,11 @@
 //! at a time with one flush per batch; the reader validates what the client sends and hands it to
 //! the room. Either may end the connection: the reader when the client leaves, the writer when the
 //! relay shuts down, evicts the client, or the socket takes nothing for too long.
+//!
+//! Every wait and every reading of the clock here is tokio's (`tokio::time`), the rate limiter's
+//! included, so that tests run the heartbeat, the stall timeout, rate shaping and the flood
+//! close on paused time instead of sleeping. Only the time stamped on messages is the wall
+//! clock's.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -14,8 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::SplitStream;
-use futures_util::{Sink, SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -228,12 +232,12 @@ impl Reader {
     /// frames, and closes the connection on sustained abuse.
     async fn run(
         &self,
-        stream: &mut SplitStream<WebSocket>,
+        stream: &mut (impl Stream<Item = Result<Message, axum::Error>> + Unpin),
         heard: &LastHeard,
     ) -> Result<Ended, ConnectionError> {
         let config = &self.relay.config;
         let metrics = &self.relay.metrics;
-        let mut bucket = TokenBucket::new(config.rate, std::time::Instant::now());
+        let mut bucket = TokenBucket::new(config.rate, Instant::now().into_std());
         let mut throttled_since = None;
         let mut strikes = 0;
         while let Some(frame) = stream.next().await {
@@ -303,20 +307,20 @@ impl Reader {
     async fn throttle(
         &self,
         bucket: &mut TokenBucket,
-        throttled_since: &mut Option<tokio::time::Instant>,
+        throttled_since: &mut Option<Instant>,
     ) -> Result<(), ()> {
-        let now = std::time::Instant::now();
+        let now = Instant::now().into_std();
         if bucket.allow(now) {
             *throttled_since = None;
             return Ok(());
         }
-        let since = *throttled_since.get_or_insert_with(tokio::time::Instant::now);
+        let since = *throttled_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= self.relay.config.flood_after {
             return Err(());
         }
         tokio::time::sleep(bucket.wait(now)).await;
         // The wait was exactly what one token takes; a token is there now.
-        bucket.allow(std::time::Instant::now());
+        bucket.allow(Instant::now().into_std());
         Ok(())
     }
 
@@ -591,6 +595,124 @@ mod tests {
         }
         // The stall, then the bounded wait for the close frame to go out.
         assert_eq!(started.elapsed(), Config::default().stall_timeout + CLOSE_TIMEOUT);
+    }
+
+    /// A relay without a store, as `run` makes it, for driving one connection's halves by hand.
+    fn relay(config: Config) -> Arc<Relay> {
+        let metrics = Arc::new(Metrics::new());
+        let history = crate::history::History::new("epoch".into(), config.history_limit);
+        let room = Arc::new(crate::room::Room::new(
+            config.queue_bytes,
+            history,
+            false,
+            Arc::clone(&metrics),
+        ));
+        Arc::new(Relay {
+            config,
+            room,
+            shutdown: CancellationToken::new(),
+            sockets: tokio_util::task::TaskTracker::new(),
+            metrics,
+            auth: None,
+        })
+    }
+
+    /// A tutorial client's reader, on `relay`.
+    fn reader(relay: &Arc<Relay>, membership: &Membership) -> Reader {
+        Reader {
+            id: membership.seat.id(),
+            mode: Mode::Tutorial,
+            identity: None,
+            relay: Arc::clone(relay),
+            outbound: Arc::clone(&membership.outbound),
+        }
+    }
+
+    /// A client sending as fast as it can is held to the default rate, 10 messages a second
+    /// after a burst of 20, and once held back for the default 30 s without a break it is closed
+    /// as a flood (1008): 320 messages relayed, nothing after the close, on paused time.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_held_back_for_30_seconds_is_closed_as_a_flood() {
+        let relay = relay(Config::default());
+        let flooder = relay.room.join(Mode::Tutorial);
+        let watcher = relay.room.join(Mode::Tutorial);
+        let frame = Message::Text(
+            ChatMessage { source: "ada".into(), content: "flood".into() }.to_json().into(),
+        );
+        let mut frames = futures_util::stream::iter(std::iter::repeat_n(frame, 1_000).map(Ok));
+        let started = Instant::now();
+        let ended = reader(&relay, &flooder).run(&mut frames, &LastHeard::new()).await;
+        assert!(matches!(ended, Ok(Ended::ClientLeft)), "{ended:?}");
+        assert_eq!(flooder.outbound.close_reason(), Some(Close::Flood { per_second: 10.0 }));
+        assert_eq!(watcher.outbound.take_now().len(), 20 + 30 * 10);
+        assert_eq!(started.elapsed(), Config::default().flood_after);
+    }
+
+    /// A socket whose peer answers every ping at once (the pong is recorded as the reader would).
+    struct Answering<'a> {
+        heard: &'a LastHeard,
+        pings: usize,
+    }
+
+    impl Sink<Message> for Answering<'_> {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, frame: Message) -> Result<(), Self::Error> {
+            if matches!(frame, Message::Ping(_)) {
+                self.heard.record();
+                self.pings += 1;
+            }
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A client that never answers the relay's pings is dropped at the first ping after it has
+    /// been silent for the interval and the timeout (20 s + 10 s by default): at the second
+    /// ping, 40 s in, without a close frame. On paused time.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_answers_pings_is_dropped() {
+        let (config, heard, metrics) = (Config::default(), LastHeard::new(), Metrics::new());
+        let mut sink = Recording::default();
+        let started = Instant::now();
+        let ended = write(
+            &mut sink,
+            &Outbound::default(),
+            &CancellationToken::new(),
+            &config,
+            &heard,
+            &metrics,
+        )
+        .await;
+        let silent = Duration::from_secs(40);
+        assert!(matches!(ended, Err(ConnectionError::Unresponsive(d)) if d == silent), "{ended:?}");
+        assert_eq!(started.elapsed(), silent);
+        assert_eq!(sink.frames, [Message::Ping(Default::default())], "one ping, no close frame");
+    }
+
+    /// A client that answers every ping stays connected however long it says nothing else: five
+    /// minutes, fifteen pings, then the relay's shutdown closes it with 1001. On paused time.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_answers_pings_stays() {
+        let (config, heard, metrics) = (Config::default(), LastHeard::new(), Metrics::new());
+        let shutdown = CancellationToken::new();
+        let mut sink = Answering { heard: &heard, pings: 0 };
+        let outbound = Outbound::default();
+        let writing = write(&mut sink, &outbound, &shutdown, &config, &heard, &metrics);
+        let stopping = async {
+            tokio::time::sleep(Duration::from_secs(5 * 60 + 1)).await;
+            shutdown.cancel();
+        };
+        let (ended, ()) = tokio::join!(writing, stopping);
+        assert!(matches!(ended, Ok(Ended::RelayShutdown)), "{ended:?}");
+        assert_eq!(sink.pings, 15);
     }
 
     /// Everything that waits is written in order with one flush; the relay's shutdown then
