@@ -5,6 +5,11 @@
 //! the room. Either may end the connection: the reader when the client leaves, the writer when the
 //! relay shuts down, evicts the client, or the socket takes nothing for too long.
 //!
+//! A close the relay decides (see `crate::close`), wherever it is decided, is sent by the writer,
+//! within [`CLOSE_TIMEOUT`], before the connection is dropped: also when the reader decided it
+//! and stopped (a frame too big, not UTF-8), and ahead of a shutdown's 1001. What the client sends
+//! once the close is decided is not relayed.
+//!
 //! Every wait and every reading of the clock here is tokio's (`tokio::time`), the rate limiter's
 //! included, so that tests run the heartbeat, the stall timeout, rate shaping and the flood
 //! close on paused time instead of sleeping. Only the time stamped on messages is the wall
@@ -260,6 +265,11 @@ impl Reader {
             heard.record();
             metrics.bytes_in.inc_by(frame_bytes(&frame) as u64);
             let refusal = match frame {
+                // Once the connection is closing (decided here or by the room), what the client
+                // still sends is read only to reach its close reply: nothing more is relayed.
+                Message::Text(_) | Message::Binary(_) if self.outbound.close_reason().is_some() => {
+                    continue
+                }
                 Message::Text(text) => {
                     if self.throttle(&mut bucket, &mut throttled_since).await.is_err() {
                         self.outbound.close(Close::Flood { per_second: config.rate.per_second });
@@ -418,8 +428,10 @@ where
 {
     let close = tokio::select! {
         biased;
-        () = shutdown.cancelled() => None,
+        // A close decided already is sent even when the relay is shutting down too: the client
+        // learns what it did, not only that the relay stops.
         close = outbound.closed() => Some(close),
+        () = shutdown.cancelled() => None,
         stopped = pump(sink, outbound, config, heard, metrics) => match stopped {
             Stopped::Stalled => {
                 // The first close decided stands, should the room have evicted the client too.
@@ -713,6 +725,39 @@ mod tests {
         let (ended, ()) = tokio::join!(writing, stopping);
         assert!(matches!(ended, Ok(Ended::RelayShutdown)), "{ended:?}");
         assert_eq!(sink.pings, 15);
+    }
+
+    /// A close decided for a connection is what its client reads even when the relay shuts
+    /// down at the same moment: 1009, not 1001.
+    #[tokio::test(start_paused = true)]
+    async fn a_decided_close_wins_over_the_shutdown() {
+        let outbound = Outbound::default();
+        outbound.close(Close::TooBig { limit: 10 });
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let mut sink = Recording::default();
+        let (config, heard, metrics) = (Config::default(), LastHeard::new(), Metrics::new());
+        let ended = write(&mut sink, &outbound, &shutdown, &config, &heard, &metrics).await;
+        assert!(matches!(ended, Err(ConnectionError::Closed(Close::TooBig { .. }))), "{ended:?}");
+        assert!(
+            matches!(sink.frames.last(), Some(Message::Close(Some(close))) if close.code == 1009)
+        );
+    }
+
+    /// Once a connection is closing, what its client still sends is not relayed: after the
+    /// refused frame that struck it out, a good message reaches nobody.
+    #[tokio::test]
+    async fn nothing_is_relayed_after_the_close_is_decided() {
+        let relay = relay(Config { max_strikes: 1, ..Config::default() });
+        let client = relay.room.join(Mode::Tutorial);
+        let watcher = relay.room.join(Mode::Tutorial);
+        let good = ChatMessage { source: "ada".into(), content: "too late".into() }.to_json();
+        let frames = [Message::Text("not json".into()), Message::Text(good.into())];
+        let mut frames = futures_util::stream::iter(frames.map(Ok));
+        let ended = reader(&relay, &client).run(&mut frames, &LastHeard::new()).await;
+        assert!(matches!(ended, Ok(Ended::ClientLeft)), "{ended:?}");
+        assert_eq!(client.outbound.close_reason(), Some(Close::Strikes { strikes: 1 }));
+        assert!(watcher.outbound.take_now().is_empty());
     }
 
     /// Everything that waits is written in order with one flush; the relay's shutdown then

@@ -257,3 +257,11 @@ impl RawClient {
         tokio::time::timeout(PATIENCE, reading).await.expect("no close frame in time")
     }
 }
+
+impl RawClient {
+    /// Sends a whole masked text frame holding `payload` (any bytes, UTF-8 or not).
+    pub async fn send_text(&mut self, payload: &[u8]) {
+        self.send_header(payload.len() as u64).await;
+        self.stream.write_all(payload).await.unwrap();
+    }
+}
