@@ -1,8 +1,11 @@
 //! The room: who is connected, the conversation's history, and fan-out of each message.
 //!
 //! Order. Every message is numbered and queued for every member under one lock, so every client
-//! receives messages in seq order, and a history answer (built and queued under the same lock)
-//! sits exactly between the messages it contains and the live ones that follow.
+//! receives live messages in seq order. A history answer is one page of what was committed when
+//! the request came: its messages are picked under the lock, and the text is made without it,
+//! so a live message committed meanwhile can reach the client just before the answer (clients
+//! place messages by seq, and a history of several pages is interleaved with live messages
+//! anyway).
 //!
 //! Durability (with `--data-dir`). A new message is numbered under the lock and then waits; the
 //! committer (`crate::commit`) takes everything that waits, writes it in one transaction on its
@@ -147,6 +150,17 @@ impl State {
 /// memory growing while the disk lags. Sixteen MiB is thousands of messages: the disk has to be
 /// far behind for anyone to wait.
 const UNCOMMITTED_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most bytes of messages one history answer holds, and at most a quarter of a client's
+/// queue bound, so that an answer always fits beside the live messages: a history larger than the
+/// queue (150 messages of 10,000 emoji are 6 MB) would otherwise evict every client that asks for
+/// it. A client asks for the next page once it has this one, so one page at a time waits for
+/// it. 256 KiB is a few thousand ordinary messages, and a few of the largest (40 KB each).
+const PAGE_BYTES: usize = 256 * 1024;
+
+/// The most messages one history answer holds: bounds the time the room's lock is held to pick
+/// them (a reference count each), however small they are.
+const PAGE_MESSAGES: usize = 1000;
 
 /// The connected clients and the conversation they share.
 ///
@@ -312,7 +326,8 @@ impl Room {
     }
 
     /// Queues the answer to a history request from `to`: the committed messages after
-    /// `after_seq`.
+    /// `after_seq`, one page of them (see [`PAGE_BYTES`]); the answer says `more` when the client
+    /// should ask again after its last seq.
     ///
     /// # Errors
     /// `Evicted` when that client's queue is full (it was evicted).
@@ -322,9 +337,11 @@ impl Room {
         request_id: u64,
         after_seq: u64,
     ) -> Result<(), Evicted> {
-        let mut state = self.lock();
-        let answer = text(state.history.answer(request_id, after_seq).to_json());
-        state.queue(to, answer, self.queue_bytes)
+        let page_bytes = (self.queue_bytes / 4).min(PAGE_BYTES);
+        let page = self.lock().history.page(after_seq, page_bytes, PAGE_MESSAGES);
+        // Copied and encoded without the lock: up to a few hundred kilobytes of text.
+        let answer = text(page.into_frame(request_id).to_json());
+        self.lock().queue(to, answer, self.queue_bytes)
     }
 
     /// Queues `frame` for one client (an answer to something it sent).

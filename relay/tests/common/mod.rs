@@ -265,3 +265,37 @@ impl RawClient {
         self.stream.write_all(payload).await.unwrap();
     }
 }
+
+/// Asks for everything after `after_seq` as the app does: page after page while the answer says
+/// `more`, each next one after the last seq of the one before. Returns every message, whether
+/// the first answer was `complete`, and how many pages it took.
+pub async fn history_in_pages(
+    client: &mut Client,
+    after_seq: u64,
+) -> (Vec<StoredMessage>, bool, usize) {
+    let (mut all, mut first_complete, mut pages) = (Vec::new(), None, 0);
+    let mut after = after_seq;
+    loop {
+        pages += 1;
+        let request_id = pages as u64;
+        send_v1(client, &ClientFrame::History { request_id, after_seq: after }).await;
+        let (messages, complete, more) =
+            loop {
+                match next_v1(client).await {
+                    ServerFrame::History {
+                        request_id: answered, messages, complete, more, ..
+                    } if answered == request_id => break (messages, complete, more),
+                    ServerFrame::Message(_) | ServerFrame::Ack { .. } => continue,
+                    other => panic!("expected a history answer, got {other:?}"),
+                }
+            };
+        first_complete.get_or_insert(complete);
+        if let Some(last) = messages.last() {
+            after = last.seq;
+        }
+        all.extend(messages);
+        if !more {
+            return (all, first_complete.unwrap_or(true), pages);
+        }
+    }
+}
