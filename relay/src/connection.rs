@@ -613,9 +613,11 @@ mod tests {
     fn relay(config: Config) -> Arc<Relay> {
         let metrics = Arc::new(Metrics::new());
         let history = crate::history::History::new("epoch".into(), config.history_limit);
+        let dedupe = crate::dedupe::Dedupe::new(crate::dedupe::Limits::default());
         let room = Arc::new(crate::room::Room::new(
             config.queue_bytes,
             history,
+            dedupe,
             false,
             Arc::clone(&metrics),
         ));

@@ -1,7 +1,8 @@
-//! The conversation's history: numbered messages, the last N kept, with dedupe by message id,
-//! answered to clients that catch up in pages of bounded size.
+//! The conversation's history: numbered messages, the last N kept, answered to clients that
+//! catch up in pages of bounded size. (Recognising re-sent messages is `crate::dedupe`'s, for a
+//! window of its own.)
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use wschat_protocol::v1::{ServerFrame, StoredMessage};
@@ -23,16 +24,6 @@ impl Posted {
     pub fn numbered(self, seq: u64, sent_at_ms: u64) -> StoredMessage {
         StoredMessage { seq, id: self.id, source: self.source, content: self.content, sent_at_ms }
     }
-}
-
-/// What [`History::append`] did.
-#[cfg(test)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Appended {
-    /// A new message, now stored under its seq: relay it.
-    New(StoredMessage),
-    /// The id was already stored under this seq (a re-send after a reconnect): do not relay again.
-    Duplicate(u64),
 }
 
 /// A kept message and what it takes in a history answer.
@@ -100,9 +91,6 @@ pub struct History {
     epoch: String,
     capacity: usize,
     messages: VecDeque<Kept>,
-    /// Seq of every stored message by id. Ids of messages that fell out of the history are
-    /// forgotten: a re-send that late would be stored again (the documented limit of dedupe).
-    seq_by_id: HashMap<String, u64>,
     latest_seq: u64,
 }
 
@@ -110,18 +98,12 @@ impl History {
     /// An empty history for a new `epoch`, keeping at most `capacity` messages.
     #[must_use]
     pub fn new(epoch: String, capacity: usize) -> Self {
-        Self {
-            epoch,
-            capacity,
-            messages: VecDeque::new(),
-            seq_by_id: HashMap::new(),
-            latest_seq: 0,
-        }
+        Self { epoch, capacity, messages: VecDeque::new(), latest_seq: 0 }
     }
 
     /// A history that goes on from a saved one (see `crate::store`): the same `epoch`, numbering
-    /// from `latest_seq + 1`, holding the last `capacity` of `messages` (oldest first) and
-    /// recognising their ids as duplicates, as if the relay had never stopped.
+    /// from `latest_seq + 1`, holding the last `capacity` of `messages` (oldest first), as if the
+    /// relay had never stopped.
     #[must_use]
     pub fn resume(
         epoch: String,
@@ -130,29 +112,17 @@ impl History {
         messages: Vec<StoredMessage>,
     ) -> Self {
         let skip = messages.len().saturating_sub(capacity);
-        let messages: VecDeque<_> = messages.into_iter().skip(skip).map(Kept::new).collect();
-        let seq_by_id =
-            messages.iter().map(|kept| (kept.message.id.clone(), kept.message.seq)).collect();
-        Self { epoch, capacity, messages, seq_by_id, latest_seq }
+        let messages = messages.into_iter().skip(skip).map(Kept::new).collect();
+        Self { epoch, capacity, messages, latest_seq }
     }
 
-    /// Numbers and stores `posted`, unless its id is already stored (the room does the same in
-    /// two steps, [`History::seq_of`] and [`History::push`], since with a store a message is
-    /// numbered before it is committed and stored after).
+    /// Numbers and stores `posted` (the room does the same in two steps, numbering before the
+    /// commit and [`History::push`] after).
     #[cfg(test)]
-    pub fn append(&mut self, posted: Posted, sent_at_ms: u64) -> Appended {
-        if let Some(seq) = self.seq_of(&posted.id) {
-            return Appended::Duplicate(seq);
-        }
+    pub fn append(&mut self, posted: Posted, sent_at_ms: u64) -> StoredMessage {
         let stored = posted.numbered(self.latest_seq + 1, sent_at_ms);
         self.push(stored.clone());
-        Appended::New(stored)
-    }
-
-    /// The seq of the stored message with this id, if it is still stored.
-    #[must_use]
-    pub fn seq_of(&self, id: &str) -> Option<u64> {
-        self.seq_by_id.get(id).copied()
+        stored
     }
 
     /// Stores a message numbered elsewhere (by the room, before its commit).
@@ -166,11 +136,8 @@ impl History {
             return;
         }
         if self.messages.len() == self.capacity {
-            if let Some(oldest) = self.messages.pop_front() {
-                self.seq_by_id.remove(&oldest.message.id);
-            }
+            self.messages.pop_front();
         }
-        self.seq_by_id.insert(message.id.clone(), message.seq);
         self.messages.push_back(Kept::new(message));
     }
 
@@ -263,25 +230,12 @@ mod tests {
     fn numbers_messages_in_order() {
         let mut history = History::new("e".into(), 10);
         for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
-            match history.append(posted(id), 0) {
-                Appended::New(stored) => assert_eq!(stored.seq, n as u64 + 1),
-                other => panic!("{other:?}"),
-            }
+            assert_eq!(history.append(posted(id), 0).seq, n as u64 + 1);
         }
         assert_eq!(
             history.welcome(),
             ServerFrame::Welcome { epoch: "e".into(), latest_seq: 3, oldest_seq: 1 }
         );
-    }
-
-    /// A message sent twice (a retry after a reconnect) is stored once and keeps its seq.
-    #[test]
-    fn a_resent_message_is_a_duplicate() {
-        let mut history = History::new("e".into(), 10);
-        history.append(posted("a"), 0);
-        history.append(posted("b"), 0);
-        assert_eq!(history.append(posted("a"), 0), Appended::Duplicate(1));
-        assert_eq!(seqs(&history.answer(1, 0)), (vec![1, 2], true));
     }
 
     /// A client that missed messages gets exactly those after its last seq.
@@ -297,7 +251,7 @@ mod tests {
     }
 
     /// Only the last N are kept; a client whose last seq fell out is told the answer is not
-    /// complete, and old ids are forgotten.
+    /// complete.
     #[test]
     fn keeps_the_last_n_and_says_when_history_no_longer_reaches_back() {
         let mut history = History::new("e".into(), 3);
@@ -308,11 +262,11 @@ mod tests {
         assert_eq!(seqs(&history.answer(1, 0)), (vec![3, 4, 5], false));
         assert_eq!(seqs(&history.answer(1, 1)), (vec![3, 4, 5], false));
         assert_eq!(seqs(&history.answer(1, 2)), (vec![3, 4, 5], true));
-        assert!(matches!(history.append(posted("a"), 0), Appended::New(stored) if stored.seq == 6));
+        assert_eq!(history.append(posted("a"), 0).seq, 6);
     }
 
-    /// A resumed history answers, welcomes and dedupes exactly like the one that was saved, and
-    /// numbers on from where it stopped.
+    /// A resumed history answers and welcomes exactly like the one that was saved, and numbers
+    /// on from where it stopped.
     #[test]
     fn a_resumed_history_goes_on_where_the_saved_one_stopped() {
         let mut saved = History::new("e".into(), 3);
@@ -324,8 +278,7 @@ mod tests {
         let mut resumed = History::resume("e".into(), 3, saved.latest_seq, messages);
         assert_eq!(resumed.welcome(), saved.welcome());
         assert_eq!(resumed.answer(9, 1), saved.answer(9, 1));
-        assert_eq!(resumed.append(posted("c"), 0), Appended::Duplicate(3));
-        assert!(matches!(resumed.append(posted("e"), 0), Appended::New(stored) if stored.seq == 5));
+        assert_eq!(resumed.append(posted("e"), 0).seq, 5);
         // Resumed with a lower limit, it keeps only the newest.
         let messages =
             saved.messages.iter().map(|kept| StoredMessage::clone(&kept.message)).collect();

@@ -29,6 +29,7 @@ use wschat_protocol::{ChatMessage, ErrorCode, WireError};
 
 use crate::close::Close;
 use crate::connection::Refusal;
+use crate::dedupe::Dedupe;
 use crate::history::{History, Posted};
 use crate::metrics::{count, Metrics};
 use crate::outbound::Outbound;
@@ -130,9 +131,11 @@ struct State {
     waiting: Vec<Uncommitted>,
     /// How many messages the committer is writing now: they follow the history's latest seq.
     writing: u64,
-    /// The seq of every message waiting or being written, by id: a re-send of one is not
-    /// numbered again but waits for the same commit.
-    uncommitted_ids: HashMap<String, u64>,
+    /// The ids each sender used lately: a re-send is acked as a duplicate, not stored again.
+    dedupe: Dedupe,
+    /// The seq of every message waiting or being written, by (sender, id): a re-send of one is
+    /// not numbered again but waits for the same commit.
+    uncommitted_ids: HashMap<(String, String), u64>,
     /// Re-sends of uncommitted messages (seq, sender, id): acked as duplicates once the message is
     /// committed, refused with it if that fails.
     resent: Vec<(u64, ClientId, String)>,
@@ -201,14 +204,22 @@ impl Admission<'_> {
 
 impl Room {
     /// An empty room whose members' outbound queues each hold at most `queue_bytes`, going on
-    /// from `history`. With `durable`, new messages wait for the committer (`crate::commit`,
-    /// started by the caller) before they are acked and relayed.
+    /// from `history` and recognising the re-sends `dedupe` remembers. With `durable`, new
+    /// messages wait for the committer (`crate::commit`, started by the caller) before they are
+    /// acked and relayed.
     #[must_use]
-    pub fn new(queue_bytes: usize, history: History, durable: bool, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        queue_bytes: usize,
+        history: History,
+        dedupe: Dedupe,
+        durable: bool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             state: Mutex::new(State {
                 members: HashMap::new(),
                 history,
+                dedupe,
                 durability: if durable { Durability::Committing } else { Durability::Memory },
                 waiting: Vec::new(),
                 writing: 0,
@@ -277,8 +288,8 @@ impl Room {
     /// its own protocol) and, for a v1 sender, queues the ack. With a store, the message waits for
     /// the committer, which does that once the message is on disk; while the store fails, the
     /// message is refused with `unavailable` (the sender keeps it and sends it again later). A
-    /// re-sent message (same id) is only acked again, as a duplicate, once its first copy is
-    /// committed.
+    /// re-sent message (same sender and id, within the dedupe window: see `crate::dedupe`) is
+    /// only acked again, as a duplicate, once its first copy is committed.
     ///
     /// A client whose queue passed its byte bound has stopped reading: it is evicted (its
     /// connection closes with 1008) rather than allowed to slow the sender or anyone else. Returns
@@ -291,7 +302,7 @@ impl Room {
         admission: Admission<'_>,
     ) -> Vec<Evicted> {
         let mut state = self.lock();
-        if let Some(seq) = state.history.seq_of(&posted.id) {
+        if let Some(seq) = state.dedupe.seq_of(&posted.source, &posted.id, sent_at_ms) {
             let ack = ServerFrame::Ack { id: posted.id, seq, duplicate: true };
             return state
                 .queue(from, text(ack.to_json()), self.queue_bytes)
@@ -303,17 +314,19 @@ impl Room {
             Durability::Memory => {
                 let message = posted.numbered(state.history.latest_seq() + 1, sent_at_ms);
                 let frames = Encoded::new(&message);
+                state.dedupe.remember(&message.source, &message.id, message.seq, sent_at_ms);
                 state.history.push(message);
                 self.metrics.messages_in.inc();
                 state.deliver(from, &frames, self.queue_bytes)
             }
             Durability::Committing => {
-                if let Some(&seq) = state.uncommitted_ids.get(&posted.id) {
+                let key = (posted.source.clone(), posted.id.clone());
+                if let Some(&seq) = state.uncommitted_ids.get(&key) {
                     state.resent.push((seq, from, posted.id));
                     return Vec::new();
                 }
                 let seq = state.next_seq();
-                state.uncommitted_ids.insert(posted.id.clone(), seq);
+                state.uncommitted_ids.insert(key, seq);
                 let message = posted.numbered(seq, sent_at_ms);
                 state.waiting.push(Uncommitted { message, from, permits: admission.keep() });
                 self.wake.notify_one();
@@ -380,7 +393,9 @@ impl Room {
         let mut state = self.lock();
         state.writing = 0;
         for (pending, frames) in batch.into_iter().zip(frames) {
-            state.uncommitted_ids.remove(&pending.message.id);
+            let message = &pending.message;
+            state.uncommitted_ids.remove(&(message.source.clone(), message.id.clone()));
+            state.dedupe.remember(&message.source, &message.id, message.seq, message.sent_at_ms);
             state.history.push(pending.message);
             self.metrics.messages_in.inc();
             // Evicted clients are closing; nothing more to do about them here.
@@ -443,6 +458,7 @@ impl Room {
     pub fn restart_epoch(&self, epoch: String) {
         let mut state = self.lock();
         state.history.restart(epoch);
+        state.dedupe.clear();
         let v1: Vec<_> = state
             .members
             .iter()
@@ -586,13 +602,17 @@ mod tests {
 
     fn room(queue_bytes: usize) -> Arc<Room> {
         let history = History::new("epoch".into(), 100);
-        Arc::new(Room::new(queue_bytes, history, false, Arc::new(Metrics::new())))
+        Arc::new(Room::new(queue_bytes, history, dedupe(), false, Arc::new(Metrics::new())))
     }
 
     /// A room with a store, whose committer the test plays by hand.
     fn durable_room() -> Arc<Room> {
         let history = History::new("epoch".into(), 100);
-        Arc::new(Room::new(ROOMY, history, true, Arc::new(Metrics::new())))
+        Arc::new(Room::new(ROOMY, history, dedupe(), true, Arc::new(Metrics::new())))
+    }
+
+    fn dedupe() -> Dedupe {
+        Dedupe::new(crate::dedupe::Limits::default())
     }
 
     fn posted(id: &str, content: &str) -> Posted {
