@@ -48,11 +48,7 @@ impl TestRelay {
 
     /// Connects asking for the `wschat.v1` subprotocol.
     pub async fn connect_v1(&self) -> Client {
-        let mut request = format!("ws://{}/ws", self.address).into_client_request().unwrap();
-        request.headers_mut().insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
-        let (client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-        assert_eq!(response.headers()["Sec-WebSocket-Protocol"], SUBPROTOCOL);
-        client
+        connect_v1_at(self.address).await
     }
 
     pub async fn connect_to(&self, path: &str) -> Client {
@@ -161,7 +157,12 @@ pub fn unlimited() -> RateLimit {
 
 /// The value of one series (`name{labels}`) on the relay's metrics page; 0 when it is absent.
 pub async fn metric(relay: &TestRelay, series: &str) -> f64 {
-    let response = http_get(relay.address, "/metrics").await;
+    metric_at(relay.address, series).await
+}
+
+/// The value of one series on the metrics page of the relay at `address`; 0 when it is absent.
+pub async fn metric_at(address: SocketAddr, series: &str) -> f64 {
+    let response = http_get(address, "/metrics").await;
     response
         .lines()
         .find_map(|line| {
@@ -298,4 +299,99 @@ pub async fn history_in_pages(
             return (all, first_complete.unwrap_or(true), pages);
         }
     }
+}
+
+/// Connects to the relay at `address` asking for the `wschat.v1` subprotocol.
+pub async fn connect_v1_at(address: SocketAddr) -> Client {
+    let mut request = format!("ws://{address}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
+    let (client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.headers()["Sec-WebSocket-Protocol"], SUBPROTOCOL);
+    client
+}
+
+/// The `wschat-relay` command running in a process of its own, for what only a process can
+/// suffer: SIGKILL, or limits set on it from outside.
+pub struct RelayProcess {
+    pub child: tokio::process::Child,
+    pub address: SocketAddr,
+    /// What it logged, for a failing test to show.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RelayProcess {
+    /// Starts the command on a free port with `args`, and waits until it listens. SIGXFSZ is
+    /// ignored (through the shell that starts it), so that a file-size limit set on it later
+    /// makes its writes fail with EFBIG, as a full disk makes them fail, rather than killing it.
+    pub async fn start(args: &[&std::ffi::OsStr]) -> Self {
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_wschat-relay"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "wschat_relay=info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // Its log, from whichever stream it writes to.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (lines, mut logged) = tokio::sync::mpsc::unbounded_channel::<String>();
+        forward_lines(child.stdout.take().unwrap(), lines.clone(), std::sync::Arc::clone(&log));
+        forward_lines(child.stderr.take().unwrap(), lines.clone(), std::sync::Arc::clone(&log));
+        drop(lines);
+        let address = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = logged.recv().await {
+                if !line.contains("listening") {
+                    continue;
+                }
+                if let Some(rest) = line.split(" address=").nth(1) {
+                    return rest.split_whitespace().next().unwrap().parse().unwrap();
+                }
+            }
+            panic!("the relay exited before listening: {:?}", log.lock().unwrap());
+        })
+        .await
+        .unwrap_or_else(|_| panic!("not listening in time: {:?}", log.lock().unwrap()));
+        Self { child, address, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id().expect("still running")).unwrap()
+    }
+
+    pub async fn connect_v1(&self) -> Client {
+        connect_v1_at(self.address).await
+    }
+
+    /// SIGKILL: the process ends at once, without closing anything.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        tokio::time::timeout(PATIENCE, self.child.wait()).await.unwrap().unwrap();
+    }
+
+    /// What it logged so far.
+    pub fn logged(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// Reads `stream` line by line into `log` and `lines`, until it ends.
+fn forward_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    lines: tokio::sync::mpsc::UnboundedSender<String>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            log.lock().unwrap().push(line.clone());
+            // Nobody listens once the relay is up: the log keeps it.
+            let _ = lines.send(line);
+        }
+    });
 }
