@@ -280,16 +280,7 @@ pub async fn history_in_pages(
         pages += 1;
         let request_id = pages as u64;
         send_v1(client, &ClientFrame::History { request_id, after_seq: after }).await;
-        let (messages, complete, more) =
-            loop {
-                match next_v1(client).await {
-                    ServerFrame::History {
-                        request_id: answered, messages, complete, more, ..
-                    } if answered == request_id => break (messages, complete, more),
-                    ServerFrame::Message(_) | ServerFrame::Ack { .. } => continue,
-                    other => panic!("expected a history answer, got {other:?}"),
-                }
-            };
+        let (messages, complete, more) = history_answer(client, request_id).await;
         first_complete.get_or_insert(complete);
         if let Some(last) = messages.last() {
             after = last.seq;
@@ -297,6 +288,22 @@ pub async fn history_in_pages(
         all.extend(messages);
         if !more {
             return (all, first_complete.unwrap_or(true), pages);
+        }
+    }
+}
+
+/// The answer to history request `request_id`: its messages, `complete` and `more`. Live
+/// messages and acks that come first are skipped.
+async fn history_answer(client: &mut Client, request_id: u64) -> (Vec<StoredMessage>, bool, bool) {
+    loop {
+        match next_v1(client).await {
+            ServerFrame::History { request_id: answered, messages, complete, more, .. }
+                if answered == request_id =>
+            {
+                return (messages, complete, more)
+            }
+            ServerFrame::Message(_) | ServerFrame::Ack { .. } => continue,
+            other => panic!("expected a history answer, got {other:?}"),
         }
     }
 }
