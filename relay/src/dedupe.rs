@@ -82,7 +82,7 @@ struct Remembered {
 }
 
 /// One sender's recent ids, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Window {
     ids: VecDeque<Remembered>,
     seq_by_id: HashMap<Arc<str>, (u64, u64)>,
@@ -141,23 +141,28 @@ impl Dedupe {
     /// Remembers that `sender`'s message `id` was stored as `seq`, stamped `at_ms`, and forgets
     /// what falls out of the bounds.
     pub fn remember(&mut self, sender: &str, id: &str, seq: u64, at_ms: u64) {
+        let tick = self.next_tick;
+        self.next_tick += 1;
         let key = match self.senders.get_key_value(sender) {
             Some((key, _)) => Arc::clone(key),
             None => {
                 while self.senders.len() >= self.limits.senders.max(1) {
-                    self.forget_least_active();
+                    if !self.forget_least_active() {
+                        break;
+                    }
                 }
                 let key: Arc<str> = sender.into();
-                self.senders.insert(Arc::clone(&key), Window::default());
+                let window = Window { ids: VecDeque::new(), seq_by_id: HashMap::new(), tick };
+                self.senders.insert(Arc::clone(&key), window);
                 key
             }
         };
-        let tick = self.next_tick;
-        self.next_tick += 1;
         let limits = self.limits;
         let window = self.senders.get_mut(&key).expect("inserted above");
-        self.by_activity.remove(&window.tick);
-        window.tick = tick;
+        if window.tick != tick {
+            self.by_activity.remove(&window.tick);
+            window.tick = tick;
+        }
         self.by_activity.insert(tick, key);
         if window.seq_by_id.remove(id).is_some() {
             // Stored again (a re-send that came after its id was forgotten, say): the newest
@@ -180,7 +185,9 @@ impl Dedupe {
         }
         // The sender just heard from is the most active one: it goes last.
         while self.ids > limits.ids && self.by_activity.len() > 1 {
-            self.forget_least_active();
+            if !self.forget_least_active() {
+                break;
+            }
         }
         // Senders whose newest id aged out are forgotten whole, least active first.
         while let Some(sender) = self.by_activity.values().next() {
@@ -204,12 +211,13 @@ impl Dedupe {
         self.ids
     }
 
-    /// Forgets the sender heard from least recently, all its ids.
-    fn forget_least_active(&mut self) {
-        let Some((_, sender)) = self.by_activity.pop_first() else { return };
+    /// Forgets the sender heard from least recently, all its ids; false when there is none.
+    fn forget_least_active(&mut self) -> bool {
+        let Some((_, sender)) = self.by_activity.pop_first() else { return false };
         if let Some(window) = self.senders.remove(&sender) {
             self.ids -= window.seq_by_id.len();
         }
+        true
     }
 }
 
@@ -271,6 +279,7 @@ mod tests {
         dedupe.remember("ada", "a2", 4, 0);
         // A fourth sender: bob, heard from least recently, goes.
         dedupe.remember("dee", "d1", 5, 0);
+        assert_eq!(dedupe.seq_of("cy", "c1", 0), Some(3));
         assert_eq!(dedupe.seq_of("bob", "b1", 0), None);
         assert_eq!(dedupe.seq_of("ada", "a1", 0), Some(1));
         dedupe.remember("dee", "d2", 6, 0);
@@ -280,6 +289,22 @@ mod tests {
         assert_eq!(dedupe.seq_of("cy", "c1", 0), None);
         assert_eq!(dedupe.seq_of("ada", "a1", 0), Some(1));
         assert_eq!(dedupe.len(), 5);
+    }
+
+    /// Senders are forgotten in the order they were last heard from, the very first one too:
+    /// a stream of new senders never grows the window past its bounds.
+    #[test]
+    fn a_stream_of_new_senders_stays_within_the_bounds() {
+        let limits = small();
+        let mut dedupe = Dedupe::new(limits);
+        for n in 0..100 {
+            dedupe.remember(&format!("s{n}"), "x", n, 0);
+            assert!(dedupe.senders.len() <= limits.senders);
+            assert_eq!(dedupe.senders.len(), dedupe.by_activity.len());
+            assert_eq!(dedupe.len(), dedupe.senders.len());
+        }
+        assert_eq!(dedupe.seq_of("s0", "x", 0), None, "the first sender went first");
+        assert_eq!(dedupe.seq_of("s99", "x", 0), Some(99));
     }
 
     /// An id stored again (after its first copy was forgotten elsewhere, or seeded twice) is
