@@ -153,6 +153,7 @@ mod tests {
     use wschat_protocol::v1::ServerFrame;
     use wschat_protocol::ErrorCode;
 
+    use crate::dedupe::{Dedupe, Limits};
     use crate::history::{History, Posted};
     use crate::outbound::frame_bytes;
     use crate::room::{Membership, Mode};
@@ -225,7 +226,10 @@ mod tests {
         let (inner, saved) = HistoryStore::open(dir, 1000).unwrap();
         let history = History::resume(saved.epoch, 1000, saved.latest_seq, saved.messages);
         let metrics = Arc::new(Metrics::new());
-        let room = Arc::new(Room::new(4 * 1024 * 1024, history, true, Arc::clone(&metrics)));
+        let mut dedupe = Dedupe::new(Limits::default());
+        dedupe.remember_all(&saved.recent);
+        let room =
+            Arc::new(Room::new(4 * 1024 * 1024, history, dedupe, true, Arc::clone(&metrics)));
         let store =
             FaultyStore { inner, dir: dir.to_owned(), faults: faults.clone(), latched: false };
         let committer = Committer::start(Arc::clone(&room), Box::new(store), metrics).unwrap();
@@ -395,7 +399,7 @@ mod tests {
         let refused = send_all(&room, &mut alice, &["m4".into()], &mut acked).await;
         assert_eq!(refused, ["m4"]);
         let closed = tokio::time::timeout(PATIENCE, alice.membership.outbound.closed()).await;
-        assert_eq!(closed.unwrap().frame.code, 1012);
+        assert_eq!(closed.unwrap().code(), Some(1012));
 
         let (new_epoch, latest) = room.committed_seq();
         assert_ne!(new_epoch, old_epoch);

@@ -4,6 +4,16 @@
 //! at a time with one flush per batch; the reader validates what the client sends and hands it to
 //! the room. Either may end the connection: the reader when the client leaves, the writer when the
 //! relay shuts down, evicts the client, or the socket takes nothing for too long.
+//!
+//! A close the relay decides (see `crate::close`), wherever it is decided, is sent by the writer,
+//! within [`CLOSE_TIMEOUT`], before the connection is dropped: also when the reader decided it
+//! and stopped (a frame too big, not UTF-8), and ahead of a shutdown's 1001. What the client sends
+//! once the close is decided is not relayed.
+//!
+//! Every wait and every reading of the clock here is tokio's (`tokio::time`), the rate limiter's
+//! included, so that tests run the heartbeat, the stall timeout, rate shaping and the flood
+//! close on paused time instead of sleeping. Only the time stamped on messages is the wall
+//! clock's.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,20 +23,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket};
-use futures_util::stream::SplitStream;
-use futures_util::{Sink, SinkExt, StreamExt};
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 use wschat_protocol::v1::{ClientFrame, ServerFrame};
 use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 
+use crate::close::Close;
 use crate::history::Posted;
 use crate::metrics::{count, Metrics};
 use crate::outbound::{frame_bytes, Outbound};
 use crate::rate::TokenBucket;
-use crate::room::{Admission, CloseKind, Evicted, Membership, Mode, RelayClose};
+use crate::room::{Admission, Evicted, Membership, Mode};
 use crate::{Config, Relay};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
@@ -44,8 +54,8 @@ pub enum ConnectionError {
     Write(#[source] axum::Error),
     /// The relay closed the connection: the client stopped reading (its queue passed its bound or
     /// its socket took nothing for too long), sent too big a message, or too many bad frames.
-    #[error("closed by the relay ({}): {}", .0.frame.code, .0.frame.reason)]
-    Closed(RelayClose),
+    #[error("closed by the relay ({}): {}", .0.label(), .0.reason())]
+    Closed(Close),
     /// Nothing came back from the client, not even a pong, for too long: the peer is gone
     /// (a half-open connection after sleep, a pulled cable).
     #[error("no answer to pings for {0:?}: the client is gone")]
@@ -147,15 +157,24 @@ pub fn serve(
         };
         drop(seat);
         metrics.connections.dec();
-        match &outcome {
-            Err(ConnectionError::Closed(close)) => count(&metrics.disconnects, close.kind.label()),
-            Err(ConnectionError::Unresponsive(_)) => count(&metrics.disconnects, "unresponsive"),
-            _ => {}
+        let close = match &outcome {
+            Err(ConnectionError::Closed(close)) => Some(*close),
+            Err(ConnectionError::Unresponsive(_)) => Some(Close::Unresponsive),
+            _ => None,
+        };
+        if let Some(close) = close.filter(|close| close.counted()) {
+            count(&metrics.disconnects, close.label());
         }
         match outcome {
             Ok(Ended::ClientLeft) => info!(clients = relay.room.len(), "disconnected"),
             Ok(Ended::RelayShutdown) => info!("closed: relay shutting down"),
-            Err(error) => warn!(%error, clients = relay.room.len(), "connection ended"),
+            Err(error) => warn!(
+                %error,
+                kind = close.map(Close::label),
+                reconnect = close.is_none_or(Close::reconnect),
+                clients = relay.room.len(),
+                "connection ended"
+            ),
         }
     }
     .instrument(span)
@@ -218,12 +237,12 @@ impl Reader {
     /// frames, and closes the connection on sustained abuse.
     async fn run(
         &self,
-        stream: &mut SplitStream<WebSocket>,
+        stream: &mut (impl Stream<Item = Result<Message, axum::Error>> + Unpin),
         heard: &LastHeard,
     ) -> Result<Ended, ConnectionError> {
         let config = &self.relay.config;
         let metrics = &self.relay.metrics;
-        let mut bucket = TokenBucket::new(config.rate, std::time::Instant::now());
+        let mut bucket = TokenBucket::new(config.rate, Instant::now().into_std());
         let mut throttled_since = None;
         let mut strikes = 0;
         while let Some(frame) = stream.next().await {
@@ -233,18 +252,11 @@ impl Reader {
                     // Some read failures deserve the close code that says why (RFC 6455, 7.4.1).
                     match socket_error(&error) {
                         Some(tungstenite::Error::Capacity(_)) => {
-                            let limit = config.max_message_size;
-                            self.close(
-                                CloseKind::TooBig,
-                                close_code::SIZE,
-                                format!("message too big: at most {limit} bytes"),
-                            );
+                            self.outbound.close(Close::TooBig { limit: config.max_message_size });
                         }
-                        Some(tungstenite::Error::Utf8(_)) => self.close(
-                            CloseKind::InvalidText,
-                            close_code::INVALID,
-                            "text frames must be valid UTF-8".to_owned(),
-                        ),
+                        Some(tungstenite::Error::Utf8(_)) => {
+                            self.outbound.close(Close::InvalidText)
+                        }
                         _ => {}
                     }
                     return Err(ConnectionError::Read(error));
@@ -253,12 +265,14 @@ impl Reader {
             heard.record();
             metrics.bytes_in.inc_by(frame_bytes(&frame) as u64);
             let refusal = match frame {
+                // Once the connection is closing (decided here or by the room), what the client
+                // still sends is read only to reach its close reply: nothing more is relayed.
+                Message::Text(_) | Message::Binary(_) if self.outbound.close_reason().is_some() => {
+                    continue
+                }
                 Message::Text(text) => {
                     if self.throttle(&mut bucket, &mut throttled_since).await.is_err() {
-                        let limit = config.rate.per_second;
-                        let reason =
-                            format!("sending faster than {limit} messages per second for too long");
-                        self.close(CloseKind::Flood, close_code::POLICY, reason);
+                        self.outbound.close(Close::Flood { per_second: config.rate.per_second });
                         continue;
                     }
                     // With `--data-dir`, waits while too much waits for the disk already.
@@ -287,11 +301,7 @@ impl Reader {
             }
             strikes += 1;
             if strikes == config.max_strikes {
-                self.close(
-                    CloseKind::Strikes,
-                    close_code::POLICY,
-                    format!("{strikes} refused frames in a row"),
-                );
+                self.outbound.close(Close::Strikes { strikes });
             }
         }
         Ok(Ended::ClientLeft)
@@ -307,27 +317,21 @@ impl Reader {
     async fn throttle(
         &self,
         bucket: &mut TokenBucket,
-        throttled_since: &mut Option<tokio::time::Instant>,
+        throttled_since: &mut Option<Instant>,
     ) -> Result<(), ()> {
-        let now = std::time::Instant::now();
+        let now = Instant::now().into_std();
         if bucket.allow(now) {
             *throttled_since = None;
             return Ok(());
         }
-        let since = *throttled_since.get_or_insert_with(tokio::time::Instant::now);
+        let since = *throttled_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= self.relay.config.flood_after {
             return Err(());
         }
         tokio::time::sleep(bucket.wait(now)).await;
         // The wait was exactly what one token takes; a token is there now.
-        bucket.allow(std::time::Instant::now());
+        bucket.allow(Instant::now().into_std());
         Ok(())
-    }
-
-    /// Has the writer close the connection with `code` (unless a reason was already given).
-    fn close(&self, kind: CloseKind, code: u16, reason: String) {
-        let frame = CloseFrame { code, reason: reason.into() };
-        self.outbound.close(RelayClose { kind, frame });
     }
 
     /// A tutorial client's frame: a plain chat message, given an id and a seq like any other.
@@ -424,23 +428,22 @@ where
 {
     let close = tokio::select! {
         biased;
-        () = shutdown.cancelled() => None,
+        // A close decided already is sent even when the relay is shutting down too: the client
+        // learns what it did, not only that the relay stops.
         close = outbound.closed() => Some(close),
+        () = shutdown.cancelled() => None,
         stopped = pump(sink, outbound, config, heard, metrics) => match stopped {
             Stopped::Stalled => {
                 // The first close decided stands, should the room have evicted the client too.
-                outbound.close(RelayClose::slow_consumer_stalled());
+                outbound.close(Close::Stalled);
                 outbound.close_reason()
             }
             Stopped::Failed(error) => return Err(error),
         },
     };
-    let frame = close.as_ref().map_or_else(
-        || CloseFrame { code: close_code::AWAY, reason: "relay shutting down".into() },
-        |close| close.frame.clone(),
-    );
+    let frame = close.unwrap_or(Close::Shutdown).frame();
     // Best effort: a client that stopped reading may never take the frame; it is dropped anyway.
-    if tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await.is_err() {
+    if tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(frame))).await.is_err() {
         debug!("close frame not accepted in time");
     }
     match close {
@@ -598,12 +601,165 @@ mod tests {
         .await;
         match ended {
             Err(ConnectionError::Closed(close)) => {
-                assert_eq!((close.kind, close.frame.code), (CloseKind::SlowConsumer, 1008));
+                assert_eq!((close, close.code()), (Close::Stalled, Some(1008)));
             }
             other => panic!("expected a slow-consumer close, got {other:?}"),
         }
         // The stall, then the bounded wait for the close frame to go out.
         assert_eq!(started.elapsed(), Config::default().stall_timeout + CLOSE_TIMEOUT);
+    }
+
+    /// A relay without a store, as `run` makes it, for driving one connection's halves by hand.
+    fn relay(config: Config) -> Arc<Relay> {
+        let metrics = Arc::new(Metrics::new());
+        let history = crate::history::History::new("epoch".into(), config.history_limit);
+        let dedupe = crate::dedupe::Dedupe::new(crate::dedupe::Limits::default());
+        let room = Arc::new(crate::room::Room::new(
+            config.queue_bytes,
+            history,
+            dedupe,
+            false,
+            Arc::clone(&metrics),
+        ));
+        Arc::new(Relay {
+            config,
+            room,
+            shutdown: CancellationToken::new(),
+            sockets: tokio_util::task::TaskTracker::new(),
+            metrics,
+            auth: None,
+        })
+    }
+
+    /// A tutorial client's reader, on `relay`.
+    fn reader(relay: &Arc<Relay>, membership: &Membership) -> Reader {
+        Reader {
+            id: membership.seat.id(),
+            mode: Mode::Tutorial,
+            identity: None,
+            relay: Arc::clone(relay),
+            outbound: Arc::clone(&membership.outbound),
+        }
+    }
+
+    /// A client sending as fast as it can is held to the default rate, 10 messages a second
+    /// after a burst of 20, and once held back for the default 30 s without a break it is closed
+    /// as a flood (1008): 320 messages relayed, nothing after the close, on paused time.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_held_back_for_30_seconds_is_closed_as_a_flood() {
+        let relay = relay(Config::default());
+        let flooder = relay.room.join(Mode::Tutorial);
+        let watcher = relay.room.join(Mode::Tutorial);
+        let frame = Message::Text(
+            ChatMessage { source: "ada".into(), content: "flood".into() }.to_json().into(),
+        );
+        let mut frames = futures_util::stream::iter(std::iter::repeat_n(frame, 1_000).map(Ok));
+        let started = Instant::now();
+        let ended = reader(&relay, &flooder).run(&mut frames, &LastHeard::new()).await;
+        assert!(matches!(ended, Ok(Ended::ClientLeft)), "{ended:?}");
+        assert_eq!(flooder.outbound.close_reason(), Some(Close::Flood { per_second: 10.0 }));
+        assert_eq!(watcher.outbound.take_now().len(), 20 + 30 * 10);
+        assert_eq!(started.elapsed(), Config::default().flood_after);
+    }
+
+    /// A socket whose peer answers every ping at once (the pong is recorded as the reader would).
+    struct Answering<'a> {
+        heard: &'a LastHeard,
+        pings: usize,
+    }
+
+    impl Sink<Message> for Answering<'_> {
+        type Error = axum::Error;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, frame: Message) -> Result<(), Self::Error> {
+            if matches!(frame, Message::Ping(_)) {
+                self.heard.record();
+                self.pings += 1;
+            }
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A client that never answers the relay's pings is dropped at the first ping after it has
+    /// been silent for the interval and the timeout (20 s + 10 s by default): at the second
+    /// ping, 40 s in, without a close frame. On paused time.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_answers_pings_is_dropped() {
+        let (config, heard, metrics) = (Config::default(), LastHeard::new(), Metrics::new());
+        let mut sink = Recording::default();
+        let started = Instant::now();
+        let ended = write(
+            &mut sink,
+            &Outbound::default(),
+            &CancellationToken::new(),
+            &config,
+            &heard,
+            &metrics,
+        )
+        .await;
+        let silent = Duration::from_secs(40);
+        assert!(matches!(ended, Err(ConnectionError::Unresponsive(d)) if d == silent), "{ended:?}");
+        assert_eq!(started.elapsed(), silent);
+        assert_eq!(sink.frames, [Message::Ping(Default::default())], "one ping, no close frame");
+    }
+
+    /// A client that answers every ping stays connected however long it says nothing else: five
+    /// minutes, fifteen pings, then the relay's shutdown closes it with 1001. On paused time.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_answers_pings_stays() {
+        let (config, heard, metrics) = (Config::default(), LastHeard::new(), Metrics::new());
+        let shutdown = CancellationToken::new();
+        let mut sink = Answering { heard: &heard, pings: 0 };
+        let outbound = Outbound::default();
+        let writing = write(&mut sink, &outbound, &shutdown, &config, &heard, &metrics);
+        let stopping = async {
+            tokio::time::sleep(Duration::from_secs(5 * 60 + 1)).await;
+            shutdown.cancel();
+        };
+        let (ended, ()) = tokio::join!(writing, stopping);
+        assert!(matches!(ended, Ok(Ended::RelayShutdown)), "{ended:?}");
+        assert_eq!(sink.pings, 15);
+    }
+
+    /// A close decided for a connection is what its client reads even when the relay shuts
+    /// down at the same moment: 1009, not 1001.
+    #[tokio::test(start_paused = true)]
+    async fn a_decided_close_wins_over_the_shutdown() {
+        let outbound = Outbound::default();
+        outbound.close(Close::TooBig { limit: 10 });
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let mut sink = Recording::default();
+        let (config, heard, metrics) = (Config::default(), LastHeard::new(), Metrics::new());
+        let ended = write(&mut sink, &outbound, &shutdown, &config, &heard, &metrics).await;
+        assert!(matches!(ended, Err(ConnectionError::Closed(Close::TooBig { .. }))), "{ended:?}");
+        assert!(
+            matches!(sink.frames.last(), Some(Message::Close(Some(close))) if close.code == 1009)
+        );
+    }
+
+    /// Once a connection is closing, what its client still sends is not relayed: after the
+    /// refused frame that struck it out, a good message reaches nobody.
+    #[tokio::test]
+    async fn nothing_is_relayed_after_the_close_is_decided() {
+        let relay = relay(Config { max_strikes: 1, ..Config::default() });
+        let client = relay.room.join(Mode::Tutorial);
+        let watcher = relay.room.join(Mode::Tutorial);
+        let good = ChatMessage { source: "ada".into(), content: "too late".into() }.to_json();
+        let frames = [Message::Text("not json".into()), Message::Text(good.into())];
+        let mut frames = futures_util::stream::iter(frames.map(Ok));
+        let ended = reader(&relay, &client).run(&mut frames, &LastHeard::new()).await;
+        assert!(matches!(ended, Ok(Ended::ClientLeft)), "{ended:?}");
+        assert_eq!(client.outbound.close_reason(), Some(Close::Strikes { strikes: 1 }));
+        assert!(watcher.outbound.take_now().is_empty());
     }
 
     /// Everything that waits is written in order with one flush; the relay's shutdown then

@@ -1,6 +1,9 @@
-//! The conversation's history: numbered messages, the last N kept, with dedupe by message id.
+//! The conversation's history: numbered messages, the last N kept, answered to clients that
+//! catch up in pages of bounded size. (Recognising re-sent messages is `crate::dedupe`'s, for a
+//! window of its own.)
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use wschat_protocol::v1::{ServerFrame, StoredMessage};
 
@@ -23,14 +26,63 @@ impl Posted {
     }
 }
 
-/// What [`History::append`] did.
-#[cfg(test)]
+/// A kept message and what it takes in a history answer.
+#[derive(Debug)]
+struct Kept {
+    /// Shared with the pages that hold it: a page is made of these without copying a message.
+    message: Arc<StoredMessage>,
+    /// Its JSON's length in bytes, as a history answer holds it.
+    bytes: usize,
+}
+
+impl Kept {
+    fn new(message: StoredMessage) -> Self {
+        Self { bytes: encoded_len(&message), message: Arc::new(message) }
+    }
+}
+
+/// The bytes `message` takes in a history answer, counted without building the text.
+fn encoded_len(message: &StoredMessage) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Strings and integers into a writer that never fails: serialising cannot fail.
+    let _ = serde_json::to_writer(&mut counter, message);
+    counter.0
+}
+
+/// One answer to a history request: the messages after the requested seq, up to the bounds of
+/// one answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Appended {
-    /// A new message, now stored under its seq: relay it.
-    New(StoredMessage),
-    /// The id was already stored under this seq (a re-send after a reconnect): do not relay again.
-    Duplicate(u64),
+pub struct Page {
+    /// The epoch the seqs belong to.
+    pub epoch: String,
+    /// The messages, oldest first, shared with the history.
+    pub messages: Vec<Arc<StoredMessage>>,
+    /// False when messages right after the requested seq are no longer kept.
+    pub complete: bool,
+    /// True when the page stopped at a bound before the newest message: the client asks again
+    /// after its last seq.
+    pub more: bool,
+}
+
+impl Page {
+    /// The answer to request `request_id`. Copies the messages: meant to be called without the
+    /// room's lock.
+    #[must_use]
+    pub fn into_frame(self, request_id: u64) -> ServerFrame {
+        let Self { epoch, messages, complete, more } = self;
+        let messages = messages.iter().map(|message| StoredMessage::clone(message)).collect();
+        ServerFrame::History { request_id, epoch, messages, complete, more }
+    }
 }
 
 /// The last `capacity` messages, numbered from 1 within an epoch.
@@ -38,10 +90,7 @@ pub enum Appended {
 pub struct History {
     epoch: String,
     capacity: usize,
-    messages: VecDeque<StoredMessage>,
-    /// Seq of every stored message by id. Ids of messages that fell out of the history are
-    /// forgotten: a re-send that late would be stored again (the documented limit of dedupe).
-    seq_by_id: HashMap<String, u64>,
+    messages: VecDeque<Kept>,
     latest_seq: u64,
 }
 
@@ -49,18 +98,12 @@ impl History {
     /// An empty history for a new `epoch`, keeping at most `capacity` messages.
     #[must_use]
     pub fn new(epoch: String, capacity: usize) -> Self {
-        Self {
-            epoch,
-            capacity,
-            messages: VecDeque::new(),
-            seq_by_id: HashMap::new(),
-            latest_seq: 0,
-        }
+        Self { epoch, capacity, messages: VecDeque::new(), latest_seq: 0 }
     }
 
     /// A history that goes on from a saved one (see `crate::store`): the same `epoch`, numbering
-    /// from `latest_seq + 1`, holding the last `capacity` of `messages` (oldest first) and
-    /// recognising their ids as duplicates, as if the relay had never stopped.
+    /// from `latest_seq + 1`, holding the last `capacity` of `messages` (oldest first), as if the
+    /// relay had never stopped.
     #[must_use]
     pub fn resume(
         epoch: String,
@@ -69,28 +112,17 @@ impl History {
         messages: Vec<StoredMessage>,
     ) -> Self {
         let skip = messages.len().saturating_sub(capacity);
-        let messages: VecDeque<_> = messages.into_iter().skip(skip).collect();
-        let seq_by_id = messages.iter().map(|message| (message.id.clone(), message.seq)).collect();
-        Self { epoch, capacity, messages, seq_by_id, latest_seq }
+        let messages = messages.into_iter().skip(skip).map(Kept::new).collect();
+        Self { epoch, capacity, messages, latest_seq }
     }
 
-    /// Numbers and stores `posted`, unless its id is already stored (the room does the same in
-    /// two steps, [`History::seq_of`] and [`History::push`], since with a store a message is
-    /// numbered before it is committed and stored after).
+    /// Numbers and stores `posted` (the room does the same in two steps, numbering before the
+    /// commit and [`History::push`] after).
     #[cfg(test)]
-    pub fn append(&mut self, posted: Posted, sent_at_ms: u64) -> Appended {
-        if let Some(seq) = self.seq_of(&posted.id) {
-            return Appended::Duplicate(seq);
-        }
+    pub fn append(&mut self, posted: Posted, sent_at_ms: u64) -> StoredMessage {
         let stored = posted.numbered(self.latest_seq + 1, sent_at_ms);
         self.push(stored.clone());
-        Appended::New(stored)
-    }
-
-    /// The seq of the stored message with this id, if it is still stored.
-    #[must_use]
-    pub fn seq_of(&self, id: &str) -> Option<u64> {
-        self.seq_by_id.get(id).copied()
+        stored
     }
 
     /// Stores a message numbered elsewhere (by the room, before its commit).
@@ -104,12 +136,9 @@ impl History {
             return;
         }
         if self.messages.len() == self.capacity {
-            if let Some(oldest) = self.messages.pop_front() {
-                self.seq_by_id.remove(&oldest.id);
-            }
+            self.messages.pop_front();
         }
-        self.seq_by_id.insert(message.id.clone(), message.seq);
-        self.messages.push_back(message);
+        self.messages.push_back(Kept::new(message));
     }
 
     /// Forgets everything and starts over in `epoch`, from seq 1: for when the history clients
@@ -130,17 +159,10 @@ impl History {
         self.latest_seq
     }
 
-    /// The stored messages after `seq`, oldest first.
-    pub fn after(&self, seq: u64) -> impl Iterator<Item = &StoredMessage> {
-        // The messages are in seq order, so a binary search finds the first one.
-        let first = self.messages.partition_point(|message| message.seq <= seq);
-        self.messages.range(first..)
-    }
-
     /// The oldest seq still stored (`latest + 1` when none is).
     #[must_use]
     pub fn oldest_seq(&self) -> u64 {
-        self.messages.front().map_or(self.latest_seq + 1, |message| message.seq)
+        self.messages.front().map_or(self.latest_seq + 1, |kept| kept.message.seq)
     }
 
     /// The first frame for a new v1 client.
@@ -153,20 +175,36 @@ impl History {
         }
     }
 
-    /// The answer to a history request: every stored message after `after_seq`, and whether
-    /// nothing between `after_seq` and the first of them has been dropped.
+    /// The stored messages after `after_seq`, oldest first, as many as fit `max_bytes` (their
+    /// JSON) and `max_messages`, and whether nothing between `after_seq` and the first of them
+    /// has been dropped. Always at least one message when there is one, whatever its size, so
+    /// that paging goes on. Costs a binary search and a reference count per message: cheap enough
+    /// to call under the room's lock; the text is made later.
     #[must_use]
-    pub fn answer(&self, request_id: u64, after_seq: u64) -> ServerFrame {
-        let messages: Vec<_> = self.after(after_seq).cloned().collect();
+    pub fn page(&self, after_seq: u64, max_bytes: usize, max_messages: usize) -> Page {
+        // The messages are in seq order, so a binary search finds the first one.
+        let first = self.messages.partition_point(|kept| kept.message.seq <= after_seq);
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for kept in self.messages.range(first..) {
+            let full = messages.len() >= max_messages || bytes + kept.bytes > max_bytes;
+            if full && !messages.is_empty() {
+                more = true;
+                break;
+            }
+            bytes += kept.bytes;
+            messages.push(Arc::clone(&kept.message));
+        }
         // Nothing is missing if the client is already at or past the oldest gap.
         let complete = after_seq >= self.latest_seq || after_seq + 1 >= self.oldest_seq();
-        ServerFrame::History {
-            request_id,
-            epoch: self.epoch.clone(),
-            messages,
-            complete,
-            more: false,
-        }
+        Page { epoch: self.epoch.clone(), messages, complete, more }
+    }
+
+    /// The whole answer after `after_seq`, in one page.
+    #[cfg(test)]
+    pub fn answer(&self, request_id: u64, after_seq: u64) -> ServerFrame {
+        self.page(after_seq, usize::MAX, usize::MAX).into_frame(request_id)
     }
 }
 
@@ -192,25 +230,12 @@ mod tests {
     fn numbers_messages_in_order() {
         let mut history = History::new("e".into(), 10);
         for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
-            match history.append(posted(id), 0) {
-                Appended::New(stored) => assert_eq!(stored.seq, n as u64 + 1),
-                other => panic!("{other:?}"),
-            }
+            assert_eq!(history.append(posted(id), 0).seq, n as u64 + 1);
         }
         assert_eq!(
             history.welcome(),
             ServerFrame::Welcome { epoch: "e".into(), latest_seq: 3, oldest_seq: 1 }
         );
-    }
-
-    /// A message sent twice (a retry after a reconnect) is stored once and keeps its seq.
-    #[test]
-    fn a_resent_message_is_a_duplicate() {
-        let mut history = History::new("e".into(), 10);
-        history.append(posted("a"), 0);
-        history.append(posted("b"), 0);
-        assert_eq!(history.append(posted("a"), 0), Appended::Duplicate(1));
-        assert_eq!(seqs(&history.answer(1, 0)), (vec![1, 2], true));
     }
 
     /// A client that missed messages gets exactly those after its last seq.
@@ -226,7 +251,7 @@ mod tests {
     }
 
     /// Only the last N are kept; a client whose last seq fell out is told the answer is not
-    /// complete, and old ids are forgotten.
+    /// complete.
     #[test]
     fn keeps_the_last_n_and_says_when_history_no_longer_reaches_back() {
         let mut history = History::new("e".into(), 3);
@@ -237,25 +262,26 @@ mod tests {
         assert_eq!(seqs(&history.answer(1, 0)), (vec![3, 4, 5], false));
         assert_eq!(seqs(&history.answer(1, 1)), (vec![3, 4, 5], false));
         assert_eq!(seqs(&history.answer(1, 2)), (vec![3, 4, 5], true));
-        assert!(matches!(history.append(posted("a"), 0), Appended::New(stored) if stored.seq == 6));
+        assert_eq!(history.append(posted("a"), 0).seq, 6);
     }
 
-    /// A resumed history answers, welcomes and dedupes exactly like the one that was saved, and
-    /// numbers on from where it stopped.
+    /// A resumed history answers and welcomes exactly like the one that was saved, and numbers
+    /// on from where it stopped.
     #[test]
     fn a_resumed_history_goes_on_where_the_saved_one_stopped() {
         let mut saved = History::new("e".into(), 3);
         for id in ["a", "b", "c", "d"] {
             saved.append(posted(id), 0);
         }
-        let messages = saved.messages.iter().cloned().collect();
+        let messages =
+            saved.messages.iter().map(|kept| StoredMessage::clone(&kept.message)).collect();
         let mut resumed = History::resume("e".into(), 3, saved.latest_seq, messages);
         assert_eq!(resumed.welcome(), saved.welcome());
         assert_eq!(resumed.answer(9, 1), saved.answer(9, 1));
-        assert_eq!(resumed.append(posted("c"), 0), Appended::Duplicate(3));
-        assert!(matches!(resumed.append(posted("e"), 0), Appended::New(stored) if stored.seq == 5));
+        assert_eq!(resumed.append(posted("e"), 0).seq, 5);
         // Resumed with a lower limit, it keeps only the newest.
-        let messages = saved.messages.iter().cloned().collect();
+        let messages =
+            saved.messages.iter().map(|kept| StoredMessage::clone(&kept.message)).collect();
         let smaller = History::resume("e".into(), 1, saved.latest_seq, messages);
         assert_eq!(smaller.oldest_seq(), 4);
     }
@@ -268,5 +294,47 @@ mod tests {
         assert_eq!(history.oldest_seq(), 2);
         assert_eq!(seqs(&history.answer(1, 0)), (vec![], false));
         assert_eq!(seqs(&history.answer(1, 1)), (vec![], true));
+    }
+
+    /// A client catching up on more than one answer should hold gets it in pages: each cut at
+    /// the byte bound or the count, whichever comes first, saying `more` until the last; each
+    /// next page asked after the last seq of the one before; every message once, in order.
+    #[test]
+    fn answers_in_pages_cut_at_bytes_or_count() {
+        let mut history = History::new("e".into(), 100);
+        for n in 1..=9 {
+            history.append(posted(&format!("m{n}")), 0);
+        }
+        let one = history.messages[0].bytes;
+        assert!(history.messages.iter().all(|kept| kept.bytes == one), "same-sized messages");
+        let message_frame =
+            ServerFrame::Message(StoredMessage::clone(&history.messages[0].message));
+        assert_eq!(one + r#""type":"message","#.len(), message_frame.to_json().len());
+
+        let pages = |max_bytes, max_messages| {
+            let (mut after, mut pages) = (0, Vec::new());
+            loop {
+                let page = history.page(after, max_bytes, max_messages);
+                let seqs: Vec<_> = page.messages.iter().map(|message| message.seq).collect();
+                assert!(page.complete);
+                after = *seqs.last().unwrap();
+                pages.push(seqs);
+                if !page.more {
+                    return pages;
+                }
+            }
+        };
+        assert_eq!(pages(3 * one, 100), [vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9]]);
+        assert_eq!(
+            pages(2 * one + 1, 4),
+            [vec![1, 2], vec![3, 4], vec![5, 6], vec![7, 8], vec![9]]
+        );
+        assert_eq!(pages(usize::MAX, 4), [vec![1, 2, 3, 4], vec![5, 6, 7, 8], vec![9]]);
+        // A message larger than the bound still goes, alone, so that paging never stalls.
+        assert_eq!(pages(1, 100).len(), 9);
+        let last = history.page(8, 1, 100);
+        assert_eq!((last.messages.len(), last.more), (1, false));
+        let past = history.page(9, 1, 100);
+        assert_eq!((past.messages.len(), past.more, past.complete), (0, false, true));
     }
 }

@@ -4,6 +4,8 @@
 //!   client socket with 1001 and waits for the socket tasks.
 //! - `routes` maps HTTP paths to handlers: WebSocket upgrades on `/ws` and `/`, and optionally the
 //!   built app as static files.
+//! - `close` is the catalogue of every close the relay makes: code, reason, metric label, and
+//!   whether the client should reconnect.
 //! - `connection` runs one client: a reader and a writer (two futures in one task), and the close
 //!   handshake.
 //! - `room` keeps the connected clients and fans each message out, in each client's protocol.
@@ -14,15 +16,19 @@
 //! - `rate` is the per-connection token bucket behind the message rate limit.
 //! - `tls` serves `https://`/`wss://` with rustls when given a certificate.
 //! - `history` keeps the last N numbered messages for clients that catch up; it answers every
-//!   client, from memory.
-//! - `store` mirrors that history in a redb file under `--data-dir`, so the epoch, the seqs and
-//!   the last N messages survive a restart.
+//!   client, from memory, in pages of bounded size.
+//! - `dedupe` remembers the ids each sender used lately (count and age bounded, whatever the
+//!   history keeps), so that a message re-sent after a reconnect is acked, not stored again.
+//! - `store` mirrors that history in a redb file under `--data-dir`, so the epoch, the seqs, the
+//!   last N messages and the ids of recent ones survive a restart.
 //! - `commit` is the thread that writes new messages to the store in batches before the room
 //!   acks and relays them, and reopens the store when a write fails.
 
 mod auth;
+mod close;
 mod commit;
 mod connection;
+mod dedupe;
 mod history;
 mod metrics;
 mod origin;
@@ -45,6 +51,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::commit::Committer;
+use crate::dedupe::Dedupe;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::room::Room;
@@ -187,11 +194,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
-    let (history, store) = open_history(&config)?;
+    let Start { history, dedupe, store } = open_history(&config)?;
     let auth = config.jwt_secret.as_deref().map(Authenticator::new);
     let metrics = Arc::new(Metrics::new());
+    let durable = store.is_some();
     let room =
-        Arc::new(Room::new(config.queue_bytes, history, store.is_some(), Arc::clone(&metrics)));
+        Arc::new(Room::new(config.queue_bytes, history, dedupe, durable, Arc::clone(&metrics)));
     let committer = store
         .map(|store| Committer::start(Arc::clone(&room), store, Arc::clone(&metrics)))
         .transpose()?;
@@ -243,15 +251,29 @@ fn no_delay(socket: &tokio::net::TcpStream) {
     }
 }
 
-/// The history to start from: loaded from `data_dir` when there is one, else empty in a new
-/// epoch, since the one before it is lost.
+/// What the room starts from.
+struct Start {
+    history: History,
+    /// The ids recently used, so that re-sends across a restart are recognised.
+    dedupe: Dedupe,
+    /// Where the committer writes, with a `data_dir`.
+    store: Option<Box<dyn Store>>,
+}
+
+/// The history and the dedupe window to start from: loaded from `data_dir` when there is one,
+/// else empty in a new epoch, since the one before it is lost.
 ///
 /// Opening the file is blocking I/O on the runtime's thread; it happens once, before anything is
 /// served, so it delays nothing else.
-fn open_history(config: &Config) -> Result<(History, Option<Box<dyn Store>>), StoreError> {
+fn open_history(config: &Config) -> Result<Start, StoreError> {
+    let mut dedupe = Dedupe::new(dedupe::Limits::default());
     let Some(dir) = &config.data_dir else {
         let epoch = uuid::Uuid::new_v4().to_string();
-        return Ok((History::new(epoch, config.history_limit), None));
+        return Ok(Start {
+            history: History::new(epoch, config.history_limit),
+            dedupe,
+            store: None,
+        });
     };
     let (store, saved) = HistoryStore::open(dir, config.history_limit)?;
     tracing::info!(
@@ -261,7 +283,8 @@ fn open_history(config: &Config) -> Result<(History, Option<Box<dyn Store>>), St
         messages = saved.messages.len(),
         "history loaded"
     );
+    dedupe.remember_all(&saved.recent);
     let history =
         History::resume(saved.epoch, config.history_limit, saved.latest_seq, saved.messages);
-    Ok((history, Some(Box::new(store))))
+    Ok(Start { history, dedupe, store: Some(Box::new(store)) })
 }

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use axum::extract::ws::Message;
 use tokio::sync::Notify;
 
-use crate::room::RelayClose;
+use crate::close::Close;
 
 /// What a waiting frame costs besides its payload: its slot in the queue. Counted so that the byte
 /// bound also bounds the number of frames (a queue of empty frames is not free).
@@ -44,7 +44,7 @@ pub struct Outbound {
 struct Waiting {
     frames: VecDeque<Message>,
     /// Why the relay closes this connection, once decided; the first reason stands.
-    close: Option<RelayClose>,
+    close: Option<Close>,
 }
 
 impl Outbound {
@@ -74,7 +74,7 @@ impl Outbound {
 
     /// Decides that the connection closes with `close`, unless a reason was decided already (the
     /// first one stands). The writer sends it ahead of any frame still waiting.
-    pub fn close(&self, close: RelayClose) {
+    pub fn close(&self, close: Close) {
         let mut waiting = self.lock();
         if waiting.close.is_none() {
             waiting.close = Some(close);
@@ -85,12 +85,12 @@ impl Outbound {
 
     /// The close decided for this connection, if any.
     #[must_use]
-    pub fn close_reason(&self) -> Option<RelayClose> {
-        self.lock().close.clone()
+    pub fn close_reason(&self) -> Option<Close> {
+        self.lock().close
     }
 
     /// Waits until a close is decided, and returns it.
-    pub async fn closed(&self) -> RelayClose {
+    pub async fn closed(&self) -> Close {
         loop {
             if let Some(close) = self.close_reason() {
                 return close;
@@ -208,9 +208,9 @@ mod tests {
     #[tokio::test]
     async fn the_first_close_stands() {
         let outbound = Outbound::default();
-        outbound.close(RelayClose::slow_consumer());
-        outbound.close(RelayClose::slow_consumer_stalled());
-        assert_eq!(outbound.closed().await, RelayClose::slow_consumer());
+        outbound.close(Close::SlowConsumer);
+        outbound.close(Close::Stalled);
+        assert_eq!(outbound.closed().await, Close::SlowConsumer);
         assert!(outbound.offer(text("late"), usize::MAX));
         assert_eq!(outbound.len(), 0);
     }

@@ -1,8 +1,11 @@
 //! The room: who is connected, the conversation's history, and fan-out of each message.
 //!
 //! Order. Every message is numbered and queued for every member under one lock, so every client
-//! receives messages in seq order, and a history answer (built and queued under the same lock)
-//! sits exactly between the messages it contains and the live ones that follow.
+//! receives live messages in seq order. A history answer is one page of what was committed when
+//! the request came: its messages are picked under the lock, and the text is made without it,
+//! so a live message committed meanwhile can reach the client just before the answer (clients
+//! place messages by seq, and a history of several pages is interleaved with live messages
+//! anyway).
 //!
 //! Durability (with `--data-dir`). A new message is numbered under the lock and then waits; the
 //! committer (`crate::commit`) takes everything that waits, writes it in one transaction on its
@@ -19,12 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::extract::ws::{close_code, CloseFrame, Message};
+use axum::extract::ws::Message;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use wschat_protocol::v1::{ServerFrame, StoredMessage};
 use wschat_protocol::{ChatMessage, ErrorCode, WireError};
 
+use crate::close::Close;
 use crate::connection::Refusal;
+use crate::dedupe::Dedupe;
 use crate::history::{History, Posted};
 use crate::metrics::{count, Metrics};
 use crate::outbound::Outbound;
@@ -126,9 +131,11 @@ struct State {
     waiting: Vec<Uncommitted>,
     /// How many messages the committer is writing now: they follow the history's latest seq.
     writing: u64,
-    /// The seq of every message waiting or being written, by id: a re-send of one is not
-    /// numbered again but waits for the same commit.
-    uncommitted_ids: HashMap<String, u64>,
+    /// The ids each sender used lately: a re-send is acked as a duplicate, not stored again.
+    dedupe: Dedupe,
+    /// The seq of every message waiting or being written, by (sender, id): a re-send of one is
+    /// not numbered again but waits for the same commit.
+    uncommitted_ids: HashMap<(String, String), u64>,
     /// Re-sends of uncommitted messages (seq, sender, id): acked as duplicates once the message is
     /// committed, refused with it if that fails.
     resent: Vec<(u64, ClientId, String)>,
@@ -146,6 +153,17 @@ impl State {
 /// memory growing while the disk lags. Sixteen MiB is thousands of messages: the disk has to be
 /// far behind for anyone to wait.
 const UNCOMMITTED_BYTES: usize = 16 * 1024 * 1024;
+
+/// The most bytes of messages one history answer holds, and at most a quarter of a client's
+/// queue bound, so that an answer always fits beside the live messages: a history larger than the
+/// queue (150 messages of 10,000 emoji are 6 MB) would otherwise evict every client that asks for
+/// it. A client asks for the next page once it has this one, so one page at a time waits for
+/// it. 256 KiB is a few thousand ordinary messages, and a few of the largest (40 KB each).
+const PAGE_BYTES: usize = 256 * 1024;
+
+/// The most messages one history answer holds: bounds the time the room's lock is held to pick
+/// them (a reference count each), however small they are.
+const PAGE_MESSAGES: usize = 1000;
 
 /// The connected clients and the conversation they share.
 ///
@@ -186,14 +204,22 @@ impl Admission<'_> {
 
 impl Room {
     /// An empty room whose members' outbound queues each hold at most `queue_bytes`, going on
-    /// from `history`. With `durable`, new messages wait for the committer (`crate::commit`,
-    /// started by the caller) before they are acked and relayed.
+    /// from `history` and recognising the re-sends `dedupe` remembers. With `durable`, new
+    /// messages wait for the committer (`crate::commit`, started by the caller) before they are
+    /// acked and relayed.
     #[must_use]
-    pub fn new(queue_bytes: usize, history: History, durable: bool, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        queue_bytes: usize,
+        history: History,
+        dedupe: Dedupe,
+        durable: bool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             state: Mutex::new(State {
                 members: HashMap::new(),
                 history,
+                dedupe,
                 durability: if durable { Durability::Committing } else { Durability::Memory },
                 waiting: Vec::new(),
                 writing: 0,
@@ -262,8 +288,8 @@ impl Room {
     /// its own protocol) and, for a v1 sender, queues the ack. With a store, the message waits for
     /// the committer, which does that once the message is on disk; while the store fails, the
     /// message is refused with `unavailable` (the sender keeps it and sends it again later). A
-    /// re-sent message (same id) is only acked again, as a duplicate, once its first copy is
-    /// committed.
+    /// re-sent message (same sender and id, within the dedupe window: see `crate::dedupe`) is
+    /// only acked again, as a duplicate, once its first copy is committed.
     ///
     /// A client whose queue passed its byte bound has stopped reading: it is evicted (its
     /// connection closes with 1008) rather than allowed to slow the sender or anyone else. Returns
@@ -276,7 +302,7 @@ impl Room {
         admission: Admission<'_>,
     ) -> Vec<Evicted> {
         let mut state = self.lock();
-        if let Some(seq) = state.history.seq_of(&posted.id) {
+        if let Some(seq) = state.dedupe.seq_of(&posted.source, &posted.id, sent_at_ms) {
             let ack = ServerFrame::Ack { id: posted.id, seq, duplicate: true };
             return state
                 .queue(from, text(ack.to_json()), self.queue_bytes)
@@ -288,17 +314,19 @@ impl Room {
             Durability::Memory => {
                 let message = posted.numbered(state.history.latest_seq() + 1, sent_at_ms);
                 let frames = Encoded::new(&message);
+                state.dedupe.remember(&message.source, &message.id, message.seq, sent_at_ms);
                 state.history.push(message);
                 self.metrics.messages_in.inc();
                 state.deliver(from, &frames, self.queue_bytes)
             }
             Durability::Committing => {
-                if let Some(&seq) = state.uncommitted_ids.get(&posted.id) {
+                let key = (posted.source.clone(), posted.id.clone());
+                if let Some(&seq) = state.uncommitted_ids.get(&key) {
                     state.resent.push((seq, from, posted.id));
                     return Vec::new();
                 }
                 let seq = state.next_seq();
-                state.uncommitted_ids.insert(posted.id.clone(), seq);
+                state.uncommitted_ids.insert(key, seq);
                 let message = posted.numbered(seq, sent_at_ms);
                 state.waiting.push(Uncommitted { message, from, permits: admission.keep() });
                 self.wake.notify_one();
@@ -311,7 +339,8 @@ impl Room {
     }
 
     /// Queues the answer to a history request from `to`: the committed messages after
-    /// `after_seq`.
+    /// `after_seq`, one page of them (see [`PAGE_BYTES`]); the answer says `more` when the client
+    /// should ask again after its last seq.
     ///
     /// # Errors
     /// `Evicted` when that client's queue is full (it was evicted).
@@ -321,9 +350,11 @@ impl Room {
         request_id: u64,
         after_seq: u64,
     ) -> Result<(), Evicted> {
-        let mut state = self.lock();
-        let answer = text(state.history.answer(request_id, after_seq).to_json());
-        state.queue(to, answer, self.queue_bytes)
+        let page_bytes = (self.queue_bytes / 4).min(PAGE_BYTES);
+        let page = self.lock().history.page(after_seq, page_bytes, PAGE_MESSAGES);
+        // Copied and encoded without the lock: up to a few hundred kilobytes of text.
+        let answer = text(page.into_frame(request_id).to_json());
+        self.lock().queue(to, answer, self.queue_bytes)
     }
 
     /// Queues `frame` for one client (an answer to something it sent).
@@ -362,7 +393,9 @@ impl Room {
         let mut state = self.lock();
         state.writing = 0;
         for (pending, frames) in batch.into_iter().zip(frames) {
-            state.uncommitted_ids.remove(&pending.message.id);
+            let message = &pending.message;
+            state.uncommitted_ids.remove(&(message.source.clone(), message.id.clone()));
+            state.dedupe.remember(&message.source, &message.id, message.seq, message.sent_at_ms);
             state.history.push(pending.message);
             self.metrics.messages_in.inc();
             // Evicted clients are closing; nothing more to do about them here.
@@ -425,6 +458,7 @@ impl Room {
     pub fn restart_epoch(&self, epoch: String) {
         let mut state = self.lock();
         state.history.restart(epoch);
+        state.dedupe.clear();
         let v1: Vec<_> = state
             .members
             .iter()
@@ -433,7 +467,7 @@ impl Room {
             .collect();
         for id in v1 {
             if let Some(member) = state.members.remove(&id) {
-                member.outbound.close(RelayClose::new_epoch());
+                member.outbound.close(Close::NewEpoch);
             }
         }
         if state.durability == Durability::Failing {
@@ -523,7 +557,7 @@ impl State {
 
     fn evict(&mut self, id: ClientId) {
         if let Some(member) = self.members.remove(&id) {
-            member.outbound.close(RelayClose::slow_consumer());
+            member.outbound.close(Close::SlowConsumer);
         }
     }
 }
@@ -559,87 +593,6 @@ fn text(json: String) -> Message {
     Message::Text(json.into())
 }
 
-/// Why the relay itself closes a connection (shutdown aside).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseKind {
-    /// It stopped reading: its outbound queue passed its byte bound, or its socket took nothing
-    /// for too long.
-    SlowConsumer,
-    /// It sent a frame over the size limit.
-    TooBig,
-    /// It sent a text frame that is not UTF-8.
-    InvalidText,
-    /// It kept sending faster than the rate.
-    Flood,
-    /// It sent too many refused frames in a row.
-    Strikes,
-    /// The history restarted in a new epoch: a v1 client must reconnect to learn it.
-    NewEpoch,
-}
-
-impl CloseKind {
-    /// The metric label.
-    #[must_use]
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::SlowConsumer => "slow_consumer",
-            Self::TooBig => "too_big",
-            Self::InvalidText => "invalid_text",
-            Self::Flood => "flood",
-            Self::Strikes => "strikes",
-            Self::NewEpoch => "new_epoch",
-        }
-    }
-}
-
-/// A close the relay decided on: why, and the frame the client gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayClose {
-    /// Why.
-    pub kind: CloseKind,
-    /// The close frame (code and reason) sent to the client.
-    pub frame: CloseFrame,
-}
-
-impl RelayClose {
-    /// The close for a client whose outbound queue passed its byte bound (1008).
-    #[must_use]
-    pub fn slow_consumer() -> Self {
-        Self {
-            kind: CloseKind::SlowConsumer,
-            frame: CloseFrame {
-                code: close_code::POLICY,
-                reason: "outbound queue full: the client is not reading its messages".into(),
-            },
-        }
-    }
-
-    /// The close for a v1 client when the history restarts in a new epoch (1012, "service
-    /// restart"): it reconnects and its welcome names the new epoch.
-    #[must_use]
-    pub fn new_epoch() -> Self {
-        Self {
-            kind: CloseKind::NewEpoch,
-            frame: CloseFrame {
-                code: close_code::RESTART,
-                reason: "the relay's history restarted in a new epoch: reconnect".into(),
-            },
-        }
-    }
-
-    /// The close for a client whose socket took nothing for too long while frames waited (1008).
-    #[must_use]
-    pub fn slow_consumer_stalled() -> Self {
-        Self {
-            kind: CloseKind::SlowConsumer,
-            frame: CloseFrame {
-                code: close_code::POLICY,
-                reason: "nothing could be written for too long: the client is not reading".into(),
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,13 +602,17 @@ mod tests {
 
     fn room(queue_bytes: usize) -> Arc<Room> {
         let history = History::new("epoch".into(), 100);
-        Arc::new(Room::new(queue_bytes, history, false, Arc::new(Metrics::new())))
+        Arc::new(Room::new(queue_bytes, history, dedupe(), false, Arc::new(Metrics::new())))
     }
 
     /// A room with a store, whose committer the test plays by hand.
     fn durable_room() -> Arc<Room> {
         let history = History::new("epoch".into(), 100);
-        Arc::new(Room::new(ROOMY, history, true, Arc::new(Metrics::new())))
+        Arc::new(Room::new(ROOMY, history, dedupe(), true, Arc::new(Metrics::new())))
+    }
+
+    fn dedupe() -> Dedupe {
+        Dedupe::new(crate::dedupe::Limits::default())
     }
 
     fn posted(id: &str, content: &str) -> Posted {
@@ -753,7 +710,7 @@ mod tests {
         }
         let evicted = room.post(sender.seat.id(), posted("2", &content), 0, Admission::none());
         assert_eq!(evicted, vec![Evicted(stalled.seat.id())], "the stalled one is 3 frames behind");
-        assert_eq!(stalled.outbound.close_reason().map(|close| close.frame.code), Some(1008));
+        assert_eq!(stalled.outbound.close_reason().and_then(Close::code), Some(1008));
         assert_eq!(reader.outbound.take_now().len(), 1, "the reader keeps up and stays");
         assert_eq!(reader.outbound.close_reason(), None);
         assert_eq!(room.len(), 2);
@@ -881,7 +838,7 @@ mod tests {
         };
         room.commit_failed(failing);
         room.restart_epoch("second".into());
-        assert_eq!(alice.outbound.close_reason().map(|close| close.frame.code), Some(1012));
+        assert_eq!(alice.outbound.close_reason().and_then(Close::code), Some(1012));
         assert_eq!(tutorial.outbound.close_reason(), None);
         let newcomer = room.join(Mode::V1);
         assert!(matches!(

@@ -143,8 +143,11 @@ fn accept(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later\n")
             .into_response();
     };
+    // The frame limit too: tungstenite checks it at a frame's header, before reading (and making
+    // room for) its payload; the message limit alone applies once the payload has arrived.
     let socket = socket
         .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_message_size)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER);
     socket.on_upgrade(move |socket| {

@@ -1,5 +1,6 @@
-//! The history on disk: the epoch, the latest seq and the last N messages in a redb file, so that a
-//! relay started with `--data-dir` picks the conversation up where it stopped.
+//! The history on disk: the epoch, the latest seq, the last N messages and the ids of recent ones
+//! in a redb file, so that a relay started with `--data-dir` picks the conversation up where it
+//! stopped, and still recognises a message re-sent across the restart.
 //!
 //! The in-memory [`History`](crate::history::History) stays the source of truth for every answer;
 //! the store only mirrors it. It is read at start-up (and when reopened after a failure), and
@@ -7,8 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use wschat_protocol::v1::StoredMessage;
+
+use crate::dedupe::{self, Sent};
 
 /// The name of the history file inside the data directory.
 pub const HISTORY_FILE: &str = "history.redb";
@@ -22,6 +25,14 @@ const LATEST_SEQ: TableDefinition<(), u64> = TableDefinition::new("latest_seq");
 /// wire JSON, so that the file's layout does not change when the protocol does; redb records the
 /// column types and refuses to open a table under other ones.
 const MESSAGES: TableDefinition<u64, (&str, &str, &str, u64)> = TableDefinition::new("messages");
+/// Who sent what lately, by seq: `(sender, id, sent_at_ms)`, for the dedupe window
+/// (`crate::dedupe`), which is independent of the history limit: with `--history-limit 0` no
+/// message is kept, yet a re-send across a restart must still be recognised. The last
+/// [`RECENT_IDS`] are kept; the window's own bounds (per sender, by age) apply when they are read.
+const RECENT: TableDefinition<u64, (&str, &str, u64)> = TableDefinition::new("recent_ids");
+
+/// As many ids as the dedupe window holds in all.
+const RECENT_IDS: u64 = dedupe::Limits::DEFAULT_IDS as u64;
 
 /// Why the history could not be opened or written.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +104,8 @@ pub struct Saved {
     pub latest_seq: u64,
     /// The last N messages, oldest first.
     pub messages: Vec<StoredMessage>,
+    /// The senders and ids of the last messages, oldest first, for the dedupe window.
+    pub recent: Vec<Sent>,
 }
 
 /// The history in a redb file.
@@ -145,6 +158,12 @@ impl HistoryStore {
             }
             // Usually removes exactly one: the message that just fell out of the last N.
             messages.retain_in(..keep_from, |_, _| false)?;
+            let mut recent = transaction.open_table(RECENT)?;
+            for &message in unsaved {
+                let StoredMessage { seq, id, source, sent_at_ms, .. } = message;
+                recent.insert(seq, (source.as_str(), id.as_str(), *sent_at_ms))?;
+            }
+            recent.retain_in(..(latest_seq + 1).saturating_sub(RECENT_IDS), |_, _| false)?;
             transaction.open_table(LATEST_SEQ)?.insert((), latest_seq)?;
         }
         transaction.commit()?;
@@ -172,6 +191,7 @@ impl Store for HistoryStore {
             transaction.open_table(EPOCH)?.insert((), epoch)?;
             transaction.open_table(LATEST_SEQ)?.insert((), 0)?;
             transaction.open_table(MESSAGES)?.retain(|_, _| false)?;
+            transaction.open_table(RECENT)?.retain(|_, _| false)?;
             transaction.commit()?;
             Ok(())
         };
@@ -218,6 +238,7 @@ fn load(
         // A commit reported failed but reached the disk: nobody saw these messages, and their
         // seqs are given out again.
         table.retain_in(committed + 1.., |_, _| false)?;
+        transaction.open_table(RECENT)?.retain_in(committed + 1.., |_, _| false)?;
         transaction.open_table(LATEST_SEQ)?.insert((), committed)?;
         latest_seq = committed;
     }
@@ -235,13 +256,28 @@ fn load(
             sent_at_ms,
         });
     }
-    Ok(Saved { epoch, latest_seq, messages })
+    let mut recent_table = transaction.open_table(RECENT)?;
+    let recent = if recent_table.is_empty()? {
+        // A file from before the table existed: its messages are what it knows of.
+        messages.iter().map(Sent::from).collect()
+    } else {
+        recent_table.retain_in(..(latest_seq + 1).saturating_sub(RECENT_IDS), |_, _| false)?;
+        let mut recent = Vec::new();
+        for entry in recent_table.iter()? {
+            let (seq, row) = entry?;
+            let (sender, id, at_ms) = row.value();
+            recent.push(Sent { seq: seq.value(), sender: sender.into(), id: id.into(), at_ms });
+        }
+        recent
+    };
+    Ok(Saved { epoch, latest_seq, messages, recent })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Appended, History, Posted};
+    use crate::dedupe::{Dedupe, Limits};
+    use crate::history::{History, Posted};
 
     fn message(seq: u64, id: &str) -> StoredMessage {
         StoredMessage {
@@ -269,7 +305,10 @@ mod tests {
         }
         drop(store);
         let (_, reopened) = HistoryStore::open(dir.path(), 10).unwrap();
-        assert_eq!(reopened, Saved { epoch: saved.epoch, latest_seq: 2, messages: written.into() });
+        let recent = written.iter().map(Sent::from).collect();
+        let expected =
+            Saved { epoch: saved.epoch, latest_seq: 2, messages: written.into(), recent };
+        assert_eq!(reopened, expected);
     }
 
     /// The file holds only the last N messages, whether N is reached while writing or lowered
@@ -303,51 +342,71 @@ mod tests {
         assert_ne!(elsewhere.epoch, first.epoch);
     }
 
-    /// Opens the file and resumes the history from it, as the relay does at start-up.
-    fn start(dir: &Path, capacity: usize) -> (HistoryStore, History) {
-        let (store, saved) = HistoryStore::open(dir, capacity).unwrap();
-        (store, History::resume(saved.epoch, capacity, saved.latest_seq, saved.messages))
+    /// What a relay keeps in memory, resumed from the file.
+    struct Resumed {
+        store: HistoryStore,
+        history: History,
+        dedupe: Dedupe,
     }
 
-    /// Numbers `id` and, when it is new, writes it, as the room does.
-    fn post(history: &mut History, store: &mut HistoryStore, id: &str) -> Appended {
-        let posted = Posted { id: id.into(), source: "ada".into(), content: id.into() };
-        let appended = history.append(posted, 0);
-        if let Appended::New(stored) = &appended {
-            store.append(&[stored], stored.seq).unwrap();
+    /// Opens the file and resumes the history and the dedupe window from it, as the relay does
+    /// at start-up.
+    fn start(dir: &Path, capacity: usize) -> Resumed {
+        let (store, saved) = HistoryStore::open(dir, capacity).unwrap();
+        let mut dedupe = Dedupe::new(Limits::default());
+        dedupe.remember_all(&saved.recent);
+        let history = History::resume(saved.epoch, capacity, saved.latest_seq, saved.messages);
+        Resumed { store, history, dedupe }
+    }
+
+    impl Resumed {
+        /// Numbers `id` and writes it, unless it is a re-send, as the room does; returns the
+        /// seq and whether it was a duplicate.
+        fn post(&mut self, id: &str) -> (u64, bool) {
+            if let Some(seq) = self.dedupe.seq_of("ada", id, 0) {
+                return (seq, true);
+            }
+            let posted = Posted { id: id.into(), source: "ada".into(), content: id.into() };
+            let stored = self.history.append(posted, 0);
+            self.store.append(&[&stored], stored.seq).unwrap();
+            self.dedupe.remember("ada", id, stored.seq, 0);
+            (stored.seq, false)
         }
-        appended
     }
 
     /// After a restart on the same file, numbering goes on from the last seq, in the same epoch.
     #[test]
     fn a_reopened_history_continues_the_seqs() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, mut history) = start(dir.path(), 10);
+        let mut relay = start(dir.path(), 10);
         for id in ["a", "b", "c"] {
-            post(&mut history, &mut store, id);
+            relay.post(id);
         }
-        let before = history.welcome();
-        drop(store);
-        let (mut store, mut history) = start(dir.path(), 10);
-        assert_eq!(history.welcome(), before);
-        assert!(matches!(post(&mut history, &mut store, "d"), Appended::New(m) if m.seq == 4));
+        let before = relay.history.welcome();
+        drop(relay);
+        let mut relay = start(dir.path(), 10);
+        assert_eq!(relay.history.welcome(), before);
+        assert_eq!(relay.post("d"), (4, false));
     }
 
-    /// A message re-sent after a restart is still recognised by its id, as long as it is among the
-    /// last N; one that fell out is numbered anew (the documented limit of dedupe).
+    /// A message re-sent after a restart is still recognised by its id, whether or not the
+    /// history still holds it: with a limit of 2, and of 0.
     #[test]
-    fn a_reopened_history_still_recognises_resent_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut store, mut history) = start(dir.path(), 2);
-        for id in ["a", "b", "c"] {
-            post(&mut history, &mut store, id);
+    fn a_reopened_store_still_recognises_resent_ids_beyond_the_history() {
+        for capacity in [2, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut relay = start(dir.path(), capacity);
+            for id in ["a", "b", "c"] {
+                relay.post(id);
+            }
+            drop(relay);
+            let mut relay = start(dir.path(), capacity);
+            assert_eq!(relay.history.oldest_seq(), 4 - capacity as u64);
+            for (seq, id) in ["a", "b", "c"].into_iter().enumerate() {
+                assert_eq!(relay.post(id), (seq as u64 + 1, true), "{id} kept {capacity}");
+            }
+            assert_eq!(relay.post("d"), (4, false));
         }
-        drop(store);
-        let (mut store, mut history) = start(dir.path(), 2);
-        assert_eq!(post(&mut history, &mut store, "b"), Appended::Duplicate(2));
-        assert_eq!(post(&mut history, &mut store, "c"), Appended::Duplicate(3));
-        assert!(matches!(post(&mut history, &mut store, "a"), Appended::New(m) if m.seq == 4));
     }
 
     /// With a limit of 0 no message is kept, but the latest seq still is, so numbering continues.
@@ -387,11 +446,14 @@ mod tests {
         let saved = store.reopen(2).unwrap();
         assert_eq!((saved.epoch.as_str(), saved.latest_seq), (opened.epoch.as_str(), 2));
         assert_eq!(seqs(&saved), [1, 2]);
+        assert_eq!(saved.recent.iter().map(|sent| sent.seq).collect::<Vec<_>>(), [1, 2]);
         store.append(&[&message(3, "c")], 3).unwrap();
         drop(store);
         let (_, saved) = HistoryStore::open(dir.path(), 10).unwrap();
         assert_eq!(saved.messages.last().map(|message| message.id.as_str()), Some("c"));
         assert_eq!(seqs(&saved), [1, 2, 3]);
+        let ids: Vec<_> = saved.recent.iter().map(|sent| sent.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"], "the id of the failed commit is forgotten too");
     }
 
     /// Starting over keeps the file but not its conversation: a new epoch, no messages, seq 0.
@@ -403,7 +465,9 @@ mod tests {
         store.restart("second").unwrap();
         drop(store);
         let (_, saved) = HistoryStore::open(dir.path(), 10).unwrap();
-        assert_eq!(saved, Saved { epoch: "second".into(), latest_seq: 0, messages: vec![] });
+        let expected =
+            Saved { epoch: "second".into(), latest_seq: 0, messages: vec![], recent: vec![] };
+        assert_eq!(saved, expected);
     }
 
     /// A missing data directory is created, however deep.

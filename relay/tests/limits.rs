@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -201,5 +202,19 @@ async fn an_oversized_frame_closes_with_1009() {
     let frame = frame.expect("a close frame with a code");
     assert_eq!(frame.code, CloseCode::Size);
     assert!(frame.reason.contains("at most 1000 bytes"), "{}", frame.reason);
+    relay.stop().await;
+}
+
+/// A client that announces an 8 MiB frame is closed with 1009 at the frame's header: the relay
+/// neither waits for the payload (only 1 KiB of it ever comes) nor makes room for it.
+#[tokio::test]
+async fn a_frame_announced_over_the_limit_is_refused_at_its_header() {
+    let relay = TestRelay::start(Config::default()).await;
+    let mut client = RawClient::connect(&relay, "/ws").await;
+    client.send_header(8 * 1024 * 1024).await;
+    client.stream.write_all(&[b'x'; 1024]).await.unwrap();
+    let (code, reason) = client.close_frame().await.expect("a close frame");
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("at most 65536 bytes"), "{reason}");
     relay.stop().await;
 }

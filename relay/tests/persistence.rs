@@ -102,8 +102,10 @@ async fn only_the_last_n_survive_a_restart() {
     let (messages, complete) = history(&mut alice, 1, 1).await;
     assert!(!complete, "seq 2 is gone");
     assert_eq!(messages.iter().map(|message| message.seq).collect::<Vec<_>>(), [3, 4, 5]);
-    // m1 fell out of the history, so a re-send of it is a new message.
-    assert_eq!(post(&mut alice, "m1", "x").await, (6, false));
+    // m1 fell out of the history, but a re-send of it is still recognised (the dedupe window
+    // is its own), and the next message is numbered on.
+    assert_eq!(post(&mut alice, "m1", "x").await, (1, true));
+    assert_eq!(post(&mut alice, "m6", "x").await, (6, false));
     drop(alice);
     second.stop().await;
 }
@@ -224,4 +226,64 @@ async fn concurrent_senders_are_committed_together_and_in_order() {
     assert_eq!(stored, acked);
     drop(reader);
     relay.stop().await;
+}
+
+/// 150 messages of 10,000 emoji each (about 40 KB, 6 MB together: more than a client's 4 MiB
+/// queue) are acked. A new tab asking for everything gets all of them, in pages, in order, and
+/// stays connected; so does a new tab after a restart on the same data directory.
+#[tokio::test]
+async fn a_history_larger_than_a_queue_reaches_every_new_tab() {
+    const MESSAGES: u64 = 150;
+    let content = "😀".repeat(10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { rate: unlimited(), ..config(dir.path()) };
+    let first = TestRelay::start(config.clone()).await;
+    let mut sender = first.connect_v1().await;
+    welcome(&mut sender).await;
+    for n in 1..=MESSAGES {
+        assert_eq!(post(&mut sender, &format!("m{n}"), &content).await, (n, false));
+    }
+
+    let check = async |relay: &TestRelay| {
+        let mut tab = relay.connect_v1().await;
+        assert_eq!(welcome(&mut tab).await.1, MESSAGES);
+        let (messages, complete, pages) = history_in_pages(&mut tab, 0).await;
+        assert!(complete);
+        assert!(pages > 1, "one answer would not fit the queue");
+        let seqs: Vec<_> = messages.iter().map(|message| message.seq).collect();
+        assert_eq!(seqs, (1..=MESSAGES).collect::<Vec<_>>());
+        assert!(messages.iter().all(|message| message.content == content));
+        send_v1(&mut tab, &wschat_protocol::v1::ClientFrame::Ping { request_id: 99 }).await;
+        assert_eq!(next_v1(&mut tab).await, ServerFrame::Pong { request_id: 99 }, "still open");
+    };
+    check(&first).await;
+    drop(sender);
+    first.stop().await;
+
+    let second = TestRelay::start(config).await;
+    check(&second).await;
+    second.stop().await;
+}
+
+/// With `--history-limit 0` and a data directory, a message whose ack was lost to a restart and
+/// that the tab sends again on the restarted relay is recognised: the ids of recent messages
+/// are kept on disk apart from the history.
+#[tokio::test]
+async fn a_resent_message_is_recognised_across_a_restart_without_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { history_limit: 0, ..config(dir.path()) };
+    let first = TestRelay::start(config.clone()).await;
+    let mut tab = first.connect_v1().await;
+    welcome(&mut tab).await;
+    assert_eq!(post(&mut tab, "m1", "before").await, (1, false));
+    drop(tab);
+    first.stop().await;
+
+    let second = TestRelay::start(config).await;
+    let mut tab = second.connect_v1().await;
+    assert_eq!(welcome(&mut tab).await.1, 1);
+    assert_eq!(post(&mut tab, "m1", "before").await, (1, true));
+    assert_eq!(post(&mut tab, "m2", "after").await, (2, false));
+    drop(tab);
+    second.stop().await;
 }

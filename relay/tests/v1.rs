@@ -84,6 +84,51 @@ async fn a_resent_message_is_relayed_once() {
     relay.stop().await;
 }
 
+/// Sends a message from `source` and returns the ack's (seq, duplicate).
+async fn post_as(client: &mut Client, source: &str, id: &str) -> (u64, bool) {
+    let frame = ClientFrame::Message { id: id.into(), source: source.into(), content: id.into() };
+    send_v1(client, &frame).await;
+    match next_v1(client).await {
+        ServerFrame::Ack { id: acked, seq, duplicate } if acked == id => (seq, duplicate),
+        other => panic!("expected the ack of {id}, got {other:?}"),
+    }
+}
+
+/// With no history kept (`--history-limit 0`), a message re-sent from a new connection under
+/// the same name (a tab that reconnected, or the next tab adopting its outbox) is still
+/// recognised, after hundreds of other messages; the same id under another name is that
+/// sender's own message, numbered and relayed.
+#[tokio::test]
+async fn a_resent_message_is_recognised_without_history() {
+    let config = Config { history_limit: 0, rate: unlimited(), ..Config::default() };
+    let relay = TestRelay::start(config).await;
+    let mut watcher = relay.connect_v1().await;
+    welcome(&mut watcher).await;
+    let mut tab = relay.connect_v1().await;
+    welcome(&mut tab).await;
+    assert_eq!(post_as(&mut tab, "ada", "m1").await, (1, false));
+    let mut bob = relay.connect_v1().await;
+    welcome(&mut bob).await;
+    for n in 0..500 {
+        post_as(&mut bob, "bob", &format!("b{n}")).await;
+    }
+    drop(tab);
+    let mut tab = relay.connect_v1().await;
+    welcome(&mut tab).await;
+    assert_eq!(post_as(&mut tab, "ada", "m1").await, (1, true), "recognised");
+    assert_eq!(post_as(&mut bob, "bob", "m1").await, (502, false), "bob's own m1");
+
+    let mut m1_from = Vec::new();
+    for _ in 0..502 {
+        let message = next_message(&mut watcher).await;
+        if message.id == "m1" {
+            m1_from.push(message.source);
+        }
+    }
+    assert_eq!(m1_from, ["ada", "bob"], "ada's once, bob's once");
+    relay.stop().await;
+}
+
 /// A tab whose outbox flushes 300 messages at once (after a long disconnection, say) gets 300
 /// acks, in order, and stays connected: its own acks do not count it as a slow reader.
 #[tokio::test]
