@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
 use wschat_relay::{Config, Heartbeat, MessageLimits, RateLimit, RunError, TlsFiles};
 
@@ -28,10 +29,12 @@ struct Args {
     /// Seconds a client's socket may take nothing while messages wait for it before the client
     /// is evicted as not reading.
     #[arg(long, env = "WSCHAT_STALL_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = seconds())]
     stall_timeout: u64,
-    /// Largest message a client may send, in bytes.
-    #[arg(long, env = "WSCHAT_MAX_MESSAGE_SIZE", default_value_t = Config::default().max_message_size)]
+    /// Largest message a client may send, in bytes (256 to 16 MiB; --queue-bytes must hold one).
+    #[arg(long, env = "WSCHAT_MAX_MESSAGE_SIZE", value_name = "BYTES",
+          default_value_t = Config::default().max_message_size,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(256..=MAX_MESSAGE_SIZE))]
     max_message_size: usize,
     /// Messages kept for clients that reconnect or join (0 keeps none).
     #[arg(long, env = "WSCHAT_HISTORY_LIMIT", default_value_t = Config::default().history_limit)]
@@ -45,29 +48,32 @@ struct Args {
     data_dir: Option<PathBuf>,
     /// Seconds between the pings the relay sends each client.
     #[arg(long, env = "WSCHAT_HEARTBEAT_INTERVAL", value_name = "SECONDS", default_value_t = 20,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = seconds())]
     heartbeat_interval: u64,
     /// Seconds a client may stay silent after a ping before the relay drops it.
     #[arg(long, env = "WSCHAT_HEARTBEAT_TIMEOUT", value_name = "SECONDS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = seconds())]
     heartbeat_timeout: u64,
     /// Longest sender name (`source`), in characters.
     #[arg(long, env = "WSCHAT_MAX_SOURCE_LENGTH", value_name = "CHARS",
-          default_value_t = MessageLimits::default().max_source_chars)]
+          default_value_t = MessageLimits::default().max_source_chars, value_parser = at_least_one())]
     max_source_length: usize,
     /// Longest message content, in characters.
     #[arg(long, env = "WSCHAT_MAX_CONTENT_LENGTH", value_name = "CHARS",
-          default_value_t = MessageLimits::default().max_content_chars)]
+          default_value_t = MessageLimits::default().max_content_chars, value_parser = at_least_one())]
     max_content_length: usize,
     /// Connections at once; further handshakes get 503.
-    #[arg(long, env = "WSCHAT_MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
+    #[arg(long, env = "WSCHAT_MAX_CONNECTIONS", default_value_t = Config::default().max_connections,
+          value_parser = at_least_one())]
     max_connections: usize,
-    /// Messages per second one connection may send, sustained.
+    /// Messages per second one connection may send, sustained (0.001 to 1,000,000,000; a
+    /// fraction is fine: 0.5 is one message every two seconds).
     #[arg(long, env = "WSCHAT_RATE", value_name = "PER_SECOND",
-          default_value_t = RateLimit::default().per_second)]
+          default_value_t = RateLimit::default().per_second, value_parser = rate)]
     rate: f64,
     /// Messages one connection may send at once before the rate applies.
-    #[arg(long, env = "WSCHAT_BURST", default_value_t = RateLimit::default().burst)]
+    #[arg(long, env = "WSCHAT_BURST", default_value_t = RateLimit::default().burst,
+          value_parser = clap::value_parser!(u32).range(1..))]
     burst: u32,
     /// Refused frames in a row after which a connection is closed (1008).
     #[arg(long, env = "WSCHAT_MAX_STRIKES", default_value_t = Config::default().max_strikes,
@@ -75,7 +81,8 @@ struct Args {
     max_strikes: u32,
     /// Seconds a client may be held back by the rate limit without a break before it is
     /// closed as a flood (1008).
-    #[arg(long, env = "WSCHAT_FLOOD_AFTER", value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, env = "WSCHAT_FLOOD_AFTER", value_name = "SECONDS", default_value_t = 30,
+          value_parser = seconds())]
     flood_after: u64,
     /// A browser origin allowed to connect besides the relay's own, e.g.
     /// `https://chat.example.org`; repeat it, or give `*` to allow any. Default: the dev
@@ -90,6 +97,8 @@ struct Args {
     /// Require an HS256 JSON Web Token signed with this secret on every connection (`?token=`
     /// or the subprotocol `wschat.token.<token>`); messages then carry the token's `name` (or
     /// `sub`). Prefer the environment variable to keep the secret out of process listings.
+    /// At least 32 bytes (RFC 7518: an HS256 key as long as the hash), e.g. from
+    /// `openssl rand -base64 32`.
     #[arg(long, env = "WSCHAT_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
     /// Serve https:// and wss:// with this certificate chain (PEM); needs --tls-key.
@@ -104,9 +113,80 @@ struct Args {
     autobahn_echo: bool,
 }
 
+/// The longest any duration flag may be: a day is already far past any sensible setting, and the
+/// bound keeps every deadline computed from one inside the clock's range.
+const MAX_SECONDS: u64 = 24 * 60 * 60;
+
+/// The largest `--max-message-size`: tungstenite refuses single frames over 16 MiB anyway.
+const MAX_MESSAGE_SIZE: u64 = 16 * 1024 * 1024;
+
+/// What a queued frame adds to its message besides the text the sender wrote (the v1 envelope:
+/// id, seq, time), for the check that `--queue-bytes` holds one message of the largest size.
+const FRAME_ENVELOPE: usize = 1024;
+
+/// Durations in whole seconds, from 1 to [`MAX_SECONDS`].
+fn seconds() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=MAX_SECONDS)
+}
+
+/// Counts for which 0 means nothing works (no connections, no characters).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+/// `--rate`: a finite number of messages per second, from 0.001 (below it, a single wait would
+/// outlast any connection) to a billion (as good as no limit). 0, NaN or infinity would turn
+/// the shaping off, and a tiny rate made the wait overflow.
+fn rate(value: &str) -> Result<f64, String> {
+    const RANGE: std::ops::RangeInclusive<f64> = 0.001..=1e9;
+    let expected =
+        || format!("expected messages per second from {} to {}", RANGE.start(), RANGE.end());
+    let rate: f64 = value.trim().parse().map_err(|_| expected())?;
+    if RANGE.contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(expected())
+    }
+}
+
+/// The shortest `--jwt-secret`: RFC 7518 (3.2) wants an HS256 key at least as long as the hash;
+/// a shorter one can be found from any token by brute force, and an empty one lets anyone sign.
+const MIN_JWT_SECRET: usize = 32;
+
+/// Settings refused after parsing: values that are each valid but nonsense together, and the
+/// secret, checked here rather than by a value parser so that the refusal does not print it.
+fn check_settings(args: &Args) {
+    if let Some(secret) = args.jwt_secret.as_ref().filter(|secret| secret.len() < MIN_JWT_SECRET) {
+        Args::command()
+            .error(
+                ErrorKind::ValueValidation,
+                format!(
+                    "--jwt-secret has {} bytes, too few to resist guessing from a token: use at \
+                     least {MIN_JWT_SECRET}, e.g. from `openssl rand -base64 32`",
+                    secret.len()
+                ),
+            )
+            .exit();
+    }
+    let least_queue = args.max_message_size.saturating_add(FRAME_ENVELOPE);
+    if args.queue_bytes < least_queue {
+        Args::command()
+            .error(
+                ErrorKind::ValueValidation,
+                format!(
+                    "--queue-bytes {} cannot hold one message of --max-message-size {}: every \
+                     client would be evicted by the first large one (give at least {least_queue})",
+                    args.queue_bytes, args.max_message_size
+                ),
+            )
+            .exit();
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
+    check_settings(&args);
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()

@@ -54,7 +54,9 @@ impl TokenBucket {
         if missing <= 0.0 || self.limit.per_second <= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(missing / self.limit.per_second)
+            // A rate so small that the wait overflows a Duration waits "forever" rather than
+            // panicking (the command refuses such rates at start).
+            Duration::try_from_secs_f64(missing / self.limit.per_second).unwrap_or(Duration::MAX)
         }
     }
 }

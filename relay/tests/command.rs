@@ -1,0 +1,86 @@
+//! The `wschat-relay` command as an operator meets it: nonsense flag values are refused at start
+//! with a message naming the flag.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+fn relay_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wschat-relay"));
+    command
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // Settings from the environment of whoever runs the tests must not change the outcome.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("WSCHAT_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Runs the command with `args` (and `env`), expecting it to refuse them: returns its exit code
+/// and what it printed. A relay that starts instead is stopped, and the case fails.
+async fn refused(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = relay_command();
+    command.args(["--listen", "127.0.0.1:0"]).args(args).envs(env.iter().copied());
+    let mut relay = command.spawn().unwrap();
+    let mut stderr = relay.stderr.take().unwrap();
+    let mut printed = String::new();
+    let read = tokio::time::timeout(PATIENCE, stderr.read_to_string(&mut printed)).await;
+    assert!(read.is_ok(), "{args:?} {env:?}: the relay started; it printed {printed}");
+    let status = tokio::time::timeout(PATIENCE, relay.wait()).await.unwrap().unwrap();
+    (status.code(), printed)
+}
+
+/// Every numeric flag refuses nonsense at start (zero where zero means nothing works, rates
+/// that are not a positive number, durations that overflow the clock), as do origins and
+/// names that cannot match a browser's, and a JWT secret short enough to guess (without printing it). The message
+/// names the flag and says what is expected; the exit code is 2, as for any usage error.
+#[tokio::test]
+async fn nonsense_settings_are_refused_at_start() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--rate", "0"], "--rate"),
+        (&["--rate=-1"], "--rate"),
+        (&["--rate", "NaN"], "--rate"),
+        (&["--rate", "inf"], "--rate"),
+        (&["--rate", "1e-300"], "--rate"),
+        (&["--burst", "0"], "--burst"),
+        (&["--queue-bytes", "0"], "--queue-bytes"),
+        (&["--queue-bytes", "2048", "--max-message-size", "65536"], "--queue-bytes"),
+        (&["--max-message-size", "0"], "--max-message-size"),
+        (&["--max-message-size", "18446744073709551615"], "--max-message-size"),
+        (&["--max-connections", "0"], "--max-connections"),
+        (&["--max-source-length", "0"], "--max-source-length"),
+        (&["--max-content-length", "0"], "--max-content-length"),
+        (&["--heartbeat-interval", "0"], "--heartbeat-interval"),
+        (&["--heartbeat-interval", "18446744073709551615"], "--heartbeat-interval"),
+        (&["--heartbeat-timeout", "0"], "--heartbeat-timeout"),
+        (&["--stall-timeout", "18446744073709551615"], "--stall-timeout"),
+        (&["--flood-after", "0"], "--flood-after"),
+        (&["--flood-after", "18446744073709551615"], "--flood-after"),
+        (&["--max-strikes", "0"], "--max-strikes"),
+        (&["--jwt-secret", "hunter2"], "--jwt-secret"),
+    ];
+    for (args, flag) in cases {
+        let (code, printed) = refused(args, &[]).await;
+        assert_eq!(code, Some(2), "{args:?}: {printed}");
+        assert!(printed.contains(flag), "{args:?} must name {flag}: {printed}");
+        assert!(!printed.contains("panicked"), "{args:?}: {printed}");
+    }
+    // A refused secret is not printed (error output ends up in logs).
+    let (_, printed) = refused(&["--jwt-secret", "hunter2"], &[]).await;
+    assert!(!printed.contains("hunter2"), "{printed}");
+    // The environment variables go through the same checks.
+    let (code, printed) = refused(&[], &[("WSCHAT_RATE", "0")]).await;
+    assert_eq!(code, Some(2), "{printed}");
+    assert!(printed.contains("--rate"), "{printed}");
+}
