@@ -628,6 +628,7 @@ mod tests {
             sockets: tokio_util::task::TaskTracker::new(),
             metrics,
             auth: None,
+            browsers: crate::origin::BrowserPolicy::new(&[], &[], false).unwrap(),
         })
     }
 

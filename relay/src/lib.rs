@@ -12,7 +12,8 @@
 //! - `outbound` is one client's queue of frames to write, bounded in bytes.
 //! - `metrics` keeps the figures served at `/metrics` (Prometheus text format).
 //! - `auth` verifies the optional JSON Web Tokens and says whose name a client speaks under.
-//! - `origin` checks the handshake's Origin against the allowlist.
+//! - `origin` checks that a request names a host the relay serves (against DNS rebinding), and a
+//!   handshake's Origin against the allowlist.
 //! - `rate` is the per-connection token bucket behind the message rate limit.
 //! - `tls` serves `https://`/`wss://` with rustls when given a certificate.
 //! - `history` keeps the last N numbered messages for clients that catch up; it answers every
@@ -54,11 +55,13 @@ use crate::commit::Committer;
 use crate::dedupe::Dedupe;
 use crate::history::History;
 use crate::metrics::Metrics;
+use crate::origin::BrowserPolicy;
 use crate::room::Room;
 use crate::store::{HistoryStore, Store};
 use crate::tls::TlsListener;
 
 pub use connection::Heartbeat;
+pub use origin::{allowed_host, allowed_origin, AllowlistError};
 pub use rate::RateLimit;
 pub use store::{StoreError, HISTORY_FILE};
 pub use tls::{TlsError, TlsFiles};
@@ -113,8 +116,13 @@ pub struct Config {
     /// Connections at once; further handshakes get 503. Default 10,000.
     pub max_connections: usize,
     /// Browser origins allowed to connect besides the relay's own (`*`: any); others get 403.
-    /// Default: the dev server's, `http://127.0.0.1:8080` and `http://localhost:8080`.
+    /// Compared by scheme, host and port. Default: the dev server's, `http://127.0.0.1:8080` and
+    /// `http://localhost:8080`.
     pub allowed_origins: Vec<String>,
+    /// Host names the relay answers to besides `localhost`, IP addresses and the hosts of
+    /// `allowed_origins` (`*`: any): a request naming another host gets 403, so a page whose
+    /// name was pointed at the relay (DNS rebinding) cannot use it. Default: none.
+    pub allowed_hosts: Vec<String>,
     /// Serve `https://` and `wss://` with this certificate and key (PEM). Default: none (plain
     /// HTTP, e.g. behind a TLS-terminating proxy).
     pub tls: Option<TlsFiles>,
@@ -145,6 +153,7 @@ impl Default for Config {
             flood_after: Duration::from_secs(30),
             max_connections: 10_000,
             allowed_origins: origin::default_allowlist(),
+            allowed_hosts: Vec::new(),
             jwt_secret: None,
             tls: None,
             echo: false,
@@ -163,6 +172,8 @@ struct Relay {
     metrics: Arc<Metrics>,
     /// Verifies tokens when `jwt_secret` is set.
     auth: Option<Authenticator>,
+    /// The Host and Origin checks.
+    browsers: BrowserPolicy,
 }
 
 /// Why [`run`] stopped with an error.
@@ -174,6 +185,9 @@ pub enum RunError {
     /// The TLS certificate or key could not be used; nothing was served.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// An allowed origin or host cannot be used; nothing was served.
+    #[error(transparent)]
+    Allowlist(#[from] AllowlistError),
     /// The listener failed.
     #[error("the listener failed: {0}")]
     Io(#[from] std::io::Error),
@@ -186,14 +200,17 @@ pub enum RunError {
 /// away"), returns once every socket task has finished, and leaves the history file closed.
 ///
 /// # Errors
-/// [`RunError::Store`] when the history file cannot be opened (before anything is served), or
-/// an I/O error from the listener.
+/// [`RunError::Store`] when the history file cannot be opened, [`RunError::Tls`] or
+/// [`RunError::Allowlist`] for unusable settings (all before anything is served), or an I/O
+/// error from the listener.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let browsers =
+        BrowserPolicy::new(&config.allowed_origins, &config.allowed_hosts, acceptor.is_some())?;
     let Start { history, dedupe, store } = open_history(&config)?;
     let auth = config.jwt_secret.as_deref().map(Authenticator::new);
     let metrics = Arc::new(Metrics::new());
@@ -210,6 +227,7 @@ pub async fn run(
         sockets: TaskTracker::new(),
         metrics,
         auth,
+        browsers,
     });
     let scheme = if acceptor.is_some() { "https/wss" } else { "http/ws" };
     tracing::info!(address = %listener.local_addr()?, scheme, static_dir = ?relay.config.static_dir, "listening");

@@ -85,15 +85,30 @@ struct Args {
           value_parser = seconds())]
     flood_after: u64,
     /// A browser origin allowed to connect besides the relay's own, e.g.
-    /// `https://chat.example.org`; repeat it, or give `*` to allow any. Default: the dev
-    /// server's (http://127.0.0.1:8080 and http://localhost:8080).
+    /// `https://chat.example.org` (scheme, host and port must all match; its host is then
+    /// allowed too); repeat it, or give `*` to allow any. Behind a TLS-terminating proxy, give
+    /// the public `https://` origin. Default: the dev server's (http://127.0.0.1:8080 and
+    /// http://localhost:8080).
     #[arg(
         long = "allow-origin",
         env = "WSCHAT_ALLOW_ORIGIN",
         value_name = "ORIGIN",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = wschat_relay::allowed_origin
     )]
     allowed_origins: Vec<String>,
+    /// A host name the relay answers to besides `localhost`, IP addresses and the hosts of
+    /// --allow-origin, e.g. `chat.example.org` (the public name, when a reverse proxy passes
+    /// `Host` on); repeat it, or give `*` for any. Requests naming another host get 403, so that
+    /// a site cannot point its own name at the relay (DNS rebinding).
+    #[arg(
+        long = "allow-host",
+        env = "WSCHAT_ALLOW_HOST",
+        value_name = "NAME",
+        value_delimiter = ',',
+        value_parser = wschat_relay::allowed_host
+    )]
+    allowed_hosts: Vec<String>,
     /// Require an HS256 JSON Web Token signed with this secret on every connection (`?token=`
     /// or the subprotocol `wschat.token.<token>`); messages then carry the token's `name` (or
     /// `sub`). Prefer the environment variable to keep the secret out of process listings.
@@ -229,6 +244,7 @@ async fn main() -> std::io::Result<()> {
         } else {
             args.allowed_origins
         },
+        allowed_hosts: args.allowed_hosts,
         max_connections: args.max_connections,
     };
     match wschat_relay::run(listener, config, shutdown_signal()).await {
@@ -241,6 +257,11 @@ async fn main() -> std::io::Result<()> {
         // The error names the file or what rustls refused.
         Err(RunError::Tls(error)) => {
             tracing::error!(%error, "cannot set up TLS");
+            std::process::exit(2);
+        }
+        // Checked when the flags were parsed: only reachable through a bug.
+        Err(RunError::Allowlist(error)) => {
+            tracing::error!(%error, "cannot use the allowlists");
             std::process::exit(2);
         }
         Err(RunError::Io(error)) => Err(error),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::Message;
 use axum::extract::{ConnectInfo, Request, State, WebSocketUpgrade};
+use axum::http::header::UPGRADE;
 use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
@@ -17,16 +19,18 @@ use tower_http::services::{ServeDir, ServeFile};
 use wschat_protocol::v1::SUBPROTOCOL;
 
 use crate::room::Mode;
-use crate::{connection, origin, Relay};
+use crate::{connection, Relay};
 
 /// `/ws` is the app's socket; `/` is the tutorial's (`ws://localhost:5000`) and, for plain HTTP,
 /// the app's page when a static directory is configured.
+///
+/// Every route but `/healthz` answers only requests that name a host the relay serves (see
+/// `origin`); health checks name the relay however their network does, and learn nothing.
 pub(crate) fn router(relay: Arc<Relay>) -> Router {
     let mut router = Router::new()
         .route("/ws", any(upgrade))
         .route("/", any(root))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/metrics", get(metrics));
     if relay.config.echo {
         router = router.route("/echo", any(echo));
     }
@@ -34,7 +38,32 @@ pub(crate) fn router(relay: Arc<Relay>) -> Router {
         // Compressed on the fly: the wasm bundle shrinks to about a third over gzip.
         router = router.fallback_service(Compression::new(ServeDir::new(dir)));
     }
-    router.with_state(relay)
+    router
+        .layer(middleware::from_fn_with_state(Arc::clone(&relay), known_host))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(relay)
+}
+
+/// Refuses a request that names a host the relay does not serve (403): a page whose name was
+/// pointed at the relay's address (DNS rebinding) must not use the socket nor read the pages.
+async fn known_host(
+    State(relay): State<Arc<Relay>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Err(host) = relay.browsers.check_host(request.headers(), request.uri()) else {
+        return next.run(request).await;
+    };
+    // `?`: the name is the client's text, escaped in the log.
+    tracing::warn!(%peer, host = ?host, "refused a request: not a host this relay serves");
+    if request.headers().contains_key(UPGRADE) {
+        crate::metrics::count(&relay.metrics.handshakes_rejected, "host");
+    }
+    // The name is not echoed back: the answer is for whoever set the relay up.
+    let body = "this relay does not serve the host name in this request: if the name is yours, \
+                start the relay with --allow-host NAME\n";
+    (StatusCode::FORBIDDEN, body).into_response()
 }
 
 /// The figures in the Prometheus text format. Expose it to your monitoring, not to the internet
@@ -115,8 +144,8 @@ fn accept(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Response {
-    if let Err(origin) = origin::check(headers, &relay.config.allowed_origins) {
-        tracing::warn!(%peer, origin, "refused a handshake: origin not allowed");
+    if let Err(origin) = relay.browsers.check_origin(headers) {
+        tracing::warn!(%peer, origin = ?origin, "refused a handshake: origin not allowed");
         crate::metrics::count(&relay.metrics.handshakes_rejected, "origin");
         let body = format!("origin {origin} is not allowed to connect (see --allow-origin)\n");
         return (StatusCode::FORBIDDEN, body).into_response();

@@ -68,6 +68,10 @@ async fn nonsense_settings_are_refused_at_start() {
         (&["--flood-after", "0"], "--flood-after"),
         (&["--flood-after", "18446744073709551615"], "--flood-after"),
         (&["--max-strikes", "0"], "--max-strikes"),
+        (&["--allow-origin", "null"], "--allow-origin"),
+        (&["--allow-origin", "chat.example.org"], "--allow-origin"),
+        (&["--allow-origin", "https://chat.example.org/app"], "--allow-origin"),
+        (&["--allow-host", "https://chat.example.org"], "--allow-host"),
         (&["--jwt-secret", "hunter2"], "--jwt-secret"),
     ];
     for (args, flag) in cases {

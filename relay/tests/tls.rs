@@ -10,6 +10,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::Connector;
 use wschat_relay::{Config, TlsFiles};
 
@@ -77,5 +78,29 @@ async fn the_app_over_https_and_no_plain_text() {
 
     let plain = tokio_tungstenite::connect_async(format!("ws://{}/ws", relay.address)).await;
     assert!(plain.is_err(), "a plain ws:// handshake must fail on the TLS port");
+    relay.stop().await;
+}
+
+/// Over TLS the relay's own pages are `https://`: such a page connects over `wss://`, while a
+/// plain `http://` page of the same name and port (one a network attacker could inject) is
+/// another origin and is refused.
+#[tokio::test]
+async fn the_own_origin_over_tls_is_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, client) = tls_relay(dir.path()).await;
+    let port = relay.address.port();
+    let attempt = |origin: String| {
+        let mut request = format!("wss://localhost:{port}/ws").into_client_request().unwrap();
+        request.headers_mut().insert("Origin", origin.parse().unwrap());
+        let connector = Some(Connector::Rustls(Arc::clone(&client)));
+        tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector)
+    };
+    assert!(attempt(format!("https://localhost:{port}")).await.is_ok());
+    match attempt(format!("http://localhost:{port}")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
     relay.stop().await;
 }
