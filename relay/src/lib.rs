@@ -116,8 +116,9 @@ pub struct Config {
     /// Connections at once; further handshakes get 503. Default 10,000.
     pub max_connections: usize,
     /// Browser origins allowed to connect besides the relay's own (`*`: any); others get 403.
-    /// Compared by scheme, host and port. Default: the dev server's, `http://127.0.0.1:8080` and
-    /// `http://localhost:8080`.
+    /// Compared by scheme, host and port. Default: the dev servers', `http://127.0.0.1:8080`,
+    /// `http://localhost:8080` (`trunk serve`), `http://127.0.0.1:4200` and
+    /// `http://localhost:4200` (the tutorial's Angular client).
     pub allowed_origins: Vec<String>,
     /// Host names the relay answers to besides `localhost`, IP addresses and the hosts of
     /// `allowed_origins` (`*`: any): a request naming another host gets 403, so a page whose

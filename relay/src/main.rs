@@ -87,8 +87,8 @@ struct Args {
     /// A browser origin allowed to connect besides the relay's own, e.g.
     /// `https://chat.example.org` (scheme, host and port must all match; its host is then
     /// allowed too); repeat it, or give `*` to allow any. Behind a TLS-terminating proxy, give
-    /// the public `https://` origin. Default: the dev server's (http://127.0.0.1:8080 and
-    /// http://localhost:8080).
+    /// the public `https://` origin. Default: the dev servers' (http://127.0.0.1:8080,
+    /// http://localhost:8080, http://127.0.0.1:4200 and http://localhost:4200).
     #[arg(
         long = "allow-origin",
         env = "WSCHAT_ALLOW_ORIGIN",

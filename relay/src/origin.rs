@@ -27,10 +27,18 @@ use axum::http::header::{HOST, ORIGIN};
 use axum::http::uri::{Authority, Scheme};
 use axum::http::{HeaderMap, Uri};
 
-/// The origins allowed by default besides the relay's own: the dev server's (`trunk serve`).
+/// The origins allowed by default besides the relay's own: the dev servers' (`trunk serve` on
+/// 8080, and the tutorial's Angular dev server on 4200), under both loopback names.
 #[must_use]
 pub fn default_allowlist() -> Vec<String> {
-    vec!["http://127.0.0.1:8080".to_owned(), "http://localhost:8080".to_owned()]
+    [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://127.0.0.1:4200",
+        "http://localhost:4200",
+    ]
+    .map(str::to_owned)
+    .into()
 }
 
 /// Why an `--allow-origin` or `--allow-host` entry cannot be used.
@@ -361,7 +369,12 @@ mod tests {
         assert_eq!(policy.check_origin(&own), Ok(()));
         let own_port = headers(Some("http://127.0.0.1:5000"), "127.0.0.1:5000");
         assert_eq!(policy.check_origin(&own_port), Ok(()));
-        for dev in ["http://127.0.0.1:8080", "http://localhost:8080"] {
+        for dev in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://localhost:4200",
+            "http://127.0.0.1:4200",
+        ] {
             assert_eq!(policy.check_origin(&headers(Some(dev), "localhost:5000")), Ok(()), "{dev}");
         }
     }

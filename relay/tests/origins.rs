@@ -1,6 +1,6 @@
 //! Who may open a socket from a browser, tried the way an attacker's page or a new user's dev
 //! server would: DNS rebinding (a name the relay does not serve, pointed at it), origins compared
-//! by scheme, host and port.
+//! by scheme, host and port, and the tutorial's own dev server admitted out of the box.
 
 mod common;
 
@@ -84,6 +84,22 @@ async fn origins_differ_by_scheme_and_port() {
     let host = format!("127.0.0.1:{}", relay.address.port());
     for origin in [format!("https://{host}"), "http://127.0.0.1:9".to_owned()] {
         assert_eq!(handshake(relay.address, "/ws", &host, Some(&origin)).await, 403, "{origin}");
+    }
+    relay.stop().await;
+}
+
+/// The tutorial's client, unmodified: its dev server is `http://localhost:4200` and it connects
+/// to `ws://localhost:5000` (path `/`) with no subprotocol. With the relay's default flags, it
+/// connects; so does the same dev server reached as `127.0.0.1`.
+#[tokio::test]
+async fn the_tutorials_dev_server_is_admitted_by_default() {
+    let relay = TestRelay::start(Config::default()).await;
+    let port = relay.address.port();
+    for (host, origin) in [
+        (format!("localhost:{port}"), "http://localhost:4200"),
+        (format!("127.0.0.1:{port}"), "http://127.0.0.1:4200"),
+    ] {
+        assert_eq!(handshake(relay.address, "/", &host, Some(origin)).await, 101, "{origin}");
     }
     relay.stop().await;
 }
