@@ -625,6 +625,7 @@ mod tests {
             config,
             room,
             shutdown: CancellationToken::new(),
+            abandon: CancellationToken::new(),
             sockets: tokio_util::task::TaskTracker::new(),
             metrics,
             auth: None,

@@ -2,6 +2,8 @@
 //!
 //! - [`run`] serves the relay on a listener until a shutdown future completes, then closes every
 //!   client socket with 1001 and waits for the socket tasks.
+//! - `server` accepts connections and serves HTTP on each until it becomes a WebSocket: the header
+//!   timeout, the bound on connections not yet upgraded, and the shutdown deadline.
 //! - `routes` maps HTTP paths to handlers: WebSocket upgrades on `/ws` and `/`, and optionally the
 //!   built app as static files.
 //! - `close` is the catalogue of every close the relay makes: code, reason, metric label, and
@@ -37,11 +39,11 @@ mod outbound;
 mod rate;
 mod room;
 mod routes;
+mod server;
 mod store;
 mod tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +60,6 @@ use crate::metrics::Metrics;
 use crate::origin::BrowserPolicy;
 use crate::room::Room;
 use crate::store::{HistoryStore, Store};
-use crate::tls::TlsListener;
 
 pub use connection::Heartbeat;
 pub use origin::{allowed_host, allowed_origin, AllowlistError};
@@ -115,6 +116,18 @@ pub struct Config {
     pub flood_after: Duration,
     /// Connections at once; further handshakes get 503. Default 10,000.
     pub max_connections: usize,
+    /// How long a client may take to send a request's header (and, with TLS, to complete the
+    /// handshake before it) before its connection is closed; also how long a kept-alive
+    /// connection may wait for its next request. Default 10 s: a header is a few hundred bytes.
+    pub header_timeout: Duration,
+    /// Connections that have not become WebSockets (handshakes in progress, page requests, idle
+    /// kept-alive connections), counted apart from `max_connections`; past it, the oldest of
+    /// them is closed. Default 1,024: handshakes take milliseconds, so only a flood of stalled
+    /// connections reaches it.
+    pub max_pending_connections: usize,
+    /// Once shutdown begins, how long the relay waits for its connections to close (sockets get
+    /// 1001 and a moment to answer) before it drops those still open. Default 5 s.
+    pub shutdown_timeout: Duration,
     /// Browser origins allowed to connect besides the relay's own (`*`: any); others get 403.
     /// Compared by scheme, host and port. Default: the dev servers', `http://127.0.0.1:8080`,
     /// `http://localhost:8080` (`trunk serve`), `http://127.0.0.1:4200` and
@@ -153,6 +166,9 @@ impl Default for Config {
             max_strikes: 20,
             flood_after: Duration::from_secs(30),
             max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            max_pending_connections: 1024,
+            shutdown_timeout: Duration::from_secs(5),
             allowed_origins: origin::default_allowlist(),
             allowed_hosts: Vec::new(),
             jwt_secret: None,
@@ -168,7 +184,9 @@ struct Relay {
     room: Arc<Room>,
     /// Cancelled when the relay shuts down; each client's stop token is a child of it.
     shutdown: CancellationToken,
-    /// Tracks the socket tasks, which axum's graceful shutdown alone does not wait for.
+    /// Cancelled when the shutdown deadline passes: every connection still open is dropped.
+    abandon: CancellationToken,
+    /// Tracks the socket tasks, which outlive the HTTP connections they were upgraded from.
     sockets: TaskTracker,
     metrics: Arc<Metrics>,
     /// Verifies tokens when `jwt_secret` is set.
@@ -198,7 +216,8 @@ pub enum RunError {
 ///
 /// With a `data_dir`, the history is first loaded from there (see [`Config::data_dir`]).
 /// Shutdown then stops accepting connections, closes every client socket with 1001 ("going
-/// away"), returns once every socket task has finished, and leaves the history file closed.
+/// away"), returns once every connection has closed or the shutdown timeout has passed
+/// (dropping those still open), and leaves the history file closed.
 ///
 /// # Errors
 /// [`RunError::Store`] when the history file cannot be opened, [`RunError::Tls`] or
@@ -225,6 +244,7 @@ pub async fn run(
         room,
         config,
         shutdown: CancellationToken::new(),
+        abandon: CancellationToken::new(),
         sockets: TaskTracker::new(),
         metrics,
         auth,
@@ -232,42 +252,12 @@ pub async fn run(
     });
     let scheme = if acceptor.is_some() { "https/wss" } else { "http/ws" };
     tracing::info!(address = %listener.local_addr()?, scheme, static_dir = ?relay.config.static_dir, "listening");
-    let app =
-        routes::router(Arc::clone(&relay)).into_make_service_with_connect_info::<SocketAddr>();
-    let stop = relay.shutdown.clone();
-    let shutdown = async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        stop.cancel();
-    };
-    match acceptor {
-        // `tap_io` only to reach axum's `ConnectInfo<SocketAddr>` support for any listener.
-        Some(acceptor) => {
-            let listener =
-                axum::serve::ListenerExt::tap_io(TlsListener::new(listener, acceptor), |_| {});
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-        }
-        None => {
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| no_delay(tcp));
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-        }
-    }
-    relay.sockets.close();
-    relay.sockets.wait().await;
+    server::serve(listener, acceptor, relay, shutdown).await;
     if let Some(committer) = committer {
         committer.finish().await;
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Turns off Nagle's algorithm on a client's socket: the writer already gathers what waits into
-/// one write per batch, and a chat frame held back until the previous one is acknowledged (up to
-/// the peer's delayed-ack timer, 40 ms) is latency a person sees.
-fn no_delay(socket: &tokio::net::TcpStream) {
-    if let Err(error) = socket.set_nodelay(true) {
-        tracing::debug!(%error, "cannot set TCP_NODELAY");
-    }
 }
 
 /// What the room starts from.

@@ -66,6 +66,22 @@ struct Args {
     #[arg(long, env = "WSCHAT_MAX_CONNECTIONS", default_value_t = Config::default().max_connections,
           value_parser = at_least_one())]
     max_connections: usize,
+    /// Seconds a client may take to send a request's header (and to finish its TLS handshake)
+    /// before its connection is closed; also how long a kept-alive connection may stay idle.
+    #[arg(long, env = "WSCHAT_HEADER_TIMEOUT", value_name = "SECONDS", default_value_t = 10,
+          value_parser = seconds())]
+    header_timeout: u64,
+    /// Connections that have not become WebSockets (handshakes in progress, page requests, idle
+    /// kept-alive connections), counted apart from --max-connections; past it the oldest of them
+    /// is closed, so stalled connections cannot keep newcomers out.
+    #[arg(long, env = "WSCHAT_MAX_PENDING_CONNECTIONS", value_name = "N",
+          default_value_t = Config::default().max_pending_connections, value_parser = at_least_one())]
+    max_pending_connections: usize,
+    /// Seconds the relay waits, once Ctrl-C or SIGTERM arrives, for its connections to close
+    /// (sockets get 1001) before it drops those still open and exits.
+    #[arg(long, env = "WSCHAT_SHUTDOWN_TIMEOUT", value_name = "SECONDS", default_value_t = 5,
+          value_parser = seconds())]
+    shutdown_timeout: u64,
     /// Messages per second one connection may send, sustained (0.001 to 1,000,000,000; a
     /// fraction is fine: 0.5 is one message every two seconds).
     #[arg(long, env = "WSCHAT_RATE", value_name = "PER_SECOND",
@@ -208,7 +224,8 @@ async fn main() -> std::io::Result<()> {
                 .unwrap_or_else(|_| EnvFilter::new("wschat_relay=info")),
         )
         .init();
-    raise_open_file_limit(args.max_connections);
+    // Every connection is a file descriptor, whether it became a socket yet or not.
+    raise_open_file_limit(args.max_connections.saturating_add(args.max_pending_connections));
     if let Some(dir) = &args.static_dir {
         if !dir.join("index.html").is_file() {
             tracing::error!(dir = %dir.display(), "no index.html there: build the app first (trunk build --release)");
@@ -246,6 +263,9 @@ async fn main() -> std::io::Result<()> {
         },
         allowed_hosts: args.allowed_hosts,
         max_connections: args.max_connections,
+        header_timeout: Duration::from_secs(args.header_timeout),
+        max_pending_connections: args.max_pending_connections,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
     };
     match wschat_relay::run(listener, config, shutdown_signal()).await {
         Ok(()) => Ok(()),
@@ -270,8 +290,9 @@ async fn main() -> std::io::Result<()> {
 
 /// Raises the soft limit on open files to the hard limit, logging both: every client is a socket,
 /// and the usual soft limit (1,024) is far below the default `--max-connections` (10,000), while
-/// the hard limit is usually much higher. A limit still below `max_connections` is worth a
-/// warning: past it, new connections fail at accept.
+/// the hard limit is usually much higher. A limit still below `max_connections` (here the chat's
+/// and the pending connections together) is worth a warning: past it, new connections fail at
+/// accept.
 fn raise_open_file_limit(max_connections: usize) {
     let before = match rlimit::Resource::NOFILE.get() {
         Ok((soft, _)) => soft,

@@ -48,6 +48,12 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// With `--data-dir`: failed commits, and failed tries at reopening the store after one.
     pub store_failures: Counter,
+    /// Connections open that have not become WebSockets (handshakes in progress, page requests,
+    /// idle kept-alive connections, stalled requests).
+    pub pending_connections: Gauge,
+    /// Such connections the relay closed, by reason (`header_timeout`, `crowded_out`,
+    /// `tls_failed`).
+    pub pending_closed: Family<Label, Counter>,
 }
 
 impl Metrics {
@@ -71,6 +77,8 @@ impl Metrics {
             // From a fast SSD's fsync to a struggling network disk.
             commit_seconds: Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0]),
             store_failures: Counter::default(),
+            pending_connections: Gauge::default(),
+            pending_closed: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Connections open now", metrics.connections.clone());
@@ -117,6 +125,16 @@ impl Metrics {
             "store_failures",
             "Failed commits to the history file and failed tries at reopening it",
             metrics.store_failures.clone(),
+        );
+        registry.register(
+            "pending_connections",
+            "Connections open that have not become WebSockets",
+            metrics.pending_connections.clone(),
+        );
+        registry.register(
+            "pending_closed",
+            "Connections closed before they became WebSockets, by reason",
+            metrics.pending_closed.clone(),
         );
         Self { registry, ..metrics }
     }

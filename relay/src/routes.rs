@@ -182,7 +182,14 @@ fn accept(
     socket.on_upgrade(move |socket| {
         let client = connection::ClientInfo { peer, mode, identity };
         let sockets = relay.sockets.clone();
+        let abandon = relay.abandon.clone();
         let task = connection::serve(socket, client, relay, membership);
-        sockets.track_future(task)
+        // Past the shutdown deadline the connection is dropped wherever it is.
+        sockets.track_future(async move {
+            tokio::select! {
+                () = task => {}
+                () = abandon.cancelled() => {}
+            }
+        })
     })
 }
