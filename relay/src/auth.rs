@@ -4,6 +4,14 @@
 //!
 //! The token travels in the `token` query parameter (`/ws?token=...`), or, for clients that cannot
 //! set the URL, as a subprotocol entry `wschat.token.<token>` beside `wschat.v1`.
+//!
+//! A token is checked as RFC 7519 asks: signature, `exp` (required) and `nbf` (when present), with
+//! a minute of leeway for clocks that differ, and `aud` and `iss` when the relay is configured
+//! with an audience or an issuer (a token for another service is then refused; without an
+//! audience configured, a token that names one is refused too, as the RFC says). A connection
+//! lasts only as long as its token: the relay closes it when the token expires.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::header::SEC_WEBSOCKET_PROTOCOL;
 use axum::http::{HeaderMap, Uri};
@@ -13,6 +21,11 @@ use serde::Deserialize;
 /// The prefix of the subprotocol entry that carries a token.
 pub const TOKEN_PROTOCOL_PREFIX: &str = "wschat.token.";
 
+/// How far the relay's clock and the token issuer's may differ: a token is accepted this long
+/// past its `exp` and before its `nbf` (jsonwebtoken's default, stated here because the
+/// connection's end is computed from it too).
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// What a token says about its holder.
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -21,6 +34,18 @@ struct Claims {
     /// The holder's display name.
     #[serde(default)]
     name: Option<String>,
+    /// When the token expires, in seconds since the Unix epoch.
+    exp: u64,
+}
+
+/// Whom a valid token names, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The name the holder speaks as.
+    pub name: String,
+    /// When the token stops being accepted (its `exp` plus the allowed clock skew); `None` when
+    /// that is past what the clock can hold. The connection is closed then.
+    pub valid_until: Option<SystemTime>,
 }
 
 /// Why a handshake was refused.
@@ -48,24 +73,40 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for HS256 tokens signed with `secret`; `exp` is required.
+    /// An authenticator for HS256 tokens signed with `secret`; `exp` and `sub` are required, and
+    /// so are `aud` and `iss` when an `audience` or an `issuer` is given (the token's must match).
     #[must_use]
-    pub fn new(secret: &str) -> Self {
+    pub fn new(secret: &str, audience: Option<&str>, issuer: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
+        validation.validate_nbf = true;
+        validation.leeway = CLOCK_SKEW.as_secs();
+        if let Some(audience) = audience {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        if let Some(issuer) = issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         Self { key: DecodingKey::from_secret(secret.as_bytes()), validation }
     }
 
-    /// The name the handshake's holder speaks as.
+    /// Whom the handshake's token names, and until when it is valid.
     ///
     /// # Errors
     /// [`AuthError::Missing`] without a token, [`AuthError::Invalid`] for one that does not verify.
-    pub fn identify(&self, uri: &Uri, headers: &HeaderMap) -> Result<String, AuthError> {
+    pub fn identify(&self, uri: &Uri, headers: &HeaderMap) -> Result<Identity, AuthError> {
         let token = token_in_query(uri)
             .or_else(|| token_in_protocols(headers))
             .ok_or(AuthError::Missing)?;
         let claims = jsonwebtoken::decode::<Claims>(&token, &self.key, &self.validation)?.claims;
-        Ok(claims.name.filter(|name| !name.trim().is_empty()).unwrap_or(claims.sub))
+        let valid_until = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .and_then(|exp| exp.checked_add(CLOCK_SKEW));
+        let name = claims.name.filter(|name| !name.trim().is_empty()).unwrap_or(claims.sub);
+        Ok(Identity { name, valid_until })
     }
 }
 

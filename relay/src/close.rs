@@ -13,6 +13,7 @@
 //! | [`Close::Flood`] | 1008 policy | yes, after backing off | `flood` |
 //! | [`Close::Strikes`] | 1008 policy | yes, after backing off | `strikes` |
 //! | [`Close::NewEpoch`] | 1012 service restart | yes, at once: the welcome names the new epoch | `new_epoch` |
+//! | [`Close::TokenExpired`] | 1008 policy | yes, with a fresh token (the same one gets 401) | `token_expired` |
 //! | [`Close::Unresponsive`] | none (the peer is gone) | yes | `unresponsive` |
 //!
 //! Every one of them lets the client reconnect: none is a verdict on who the client is (that is
@@ -56,6 +57,8 @@ pub enum Close {
     },
     /// The history restarted in a new epoch: a v1 client must reconnect to learn it.
     NewEpoch,
+    /// Its token expired (with `--jwt-secret`): the connection lasts no longer than the token.
+    TokenExpired,
     /// Nothing came back from the client, not even a pong, for too long. No close frame is
     /// sent: nobody would read it.
     Unresponsive,
@@ -67,9 +70,11 @@ impl Close {
     pub fn code(self) -> Option<u16> {
         Some(match self {
             Self::Shutdown => close_code::AWAY,
-            Self::SlowConsumer | Self::Stalled | Self::Flood { .. } | Self::Strikes { .. } => {
-                close_code::POLICY
-            }
+            Self::SlowConsumer
+            | Self::Stalled
+            | Self::Flood { .. }
+            | Self::Strikes { .. }
+            | Self::TokenExpired => close_code::POLICY,
             Self::TooBig { .. } => close_code::SIZE,
             Self::InvalidText => close_code::INVALID,
             Self::NewEpoch => close_code::RESTART,
@@ -95,6 +100,8 @@ impl Close {
             }
             Self::Strikes { strikes } => format!("{strikes} refused frames in a row").into(),
             Self::NewEpoch => "the relay's history restarted in a new epoch: reconnect".into(),
+            // Short and fixed: the page shows it, and may recognise it.
+            Self::TokenExpired => "token expired".into(),
             Self::Unresponsive => "no answer to pings".into(),
         }
     }
@@ -110,6 +117,7 @@ impl Close {
             Self::Flood { .. } => "flood",
             Self::Strikes { .. } => "strikes",
             Self::NewEpoch => "new_epoch",
+            Self::TokenExpired => "token_expired",
             Self::Unresponsive => "unresponsive",
         }
     }
@@ -162,6 +170,7 @@ mod tests {
             Close::Flood { per_second: f64::MAX },
             Close::Strikes { strikes: u32::MAX },
             Close::NewEpoch,
+            Close::TokenExpired,
             Close::Unresponsive,
         ];
         for close in closes {

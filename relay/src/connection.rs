@@ -293,7 +293,9 @@ impl Reader {
                 strikes = 0;
                 continue;
             };
-            warn!(code = ?refusal.error.code, error = %refusal.error.message, "refused a frame");
+            // `?`: the message may quote the client's text (an unknown `type`), which must not
+            // start a line of its own in the log.
+            warn!(code = ?refusal.error.code, error = ?refusal.error.message, "refused a frame");
             count(&metrics.frames_refused, refusal.error.code.as_str());
             if self.relay.room.send_to(self.id, refusal.into_frame(self.mode)).is_err() {
                 // This client's own queue is full; the writer closes the connection with the reason.

@@ -144,8 +144,14 @@ pub struct Config {
     /// Never in production. Default: off.
     pub echo: bool,
     /// With a secret, every handshake needs an HS256 token signed with it (`?token=` or the
-    /// subprotocol `wschat.token.<token>`), and messages carry the token's name. Default: none.
+    /// subprotocol `wschat.token.<token>`), and messages carry the token's name; the connection
+    /// is closed (1008, "token expired") when the token expires. Default: none.
     pub jwt_secret: Option<String>,
+    /// With `jwt_secret`: the audience tokens must name in `aud` (a token for another service
+    /// is refused). Default: none, and then tokens naming any audience are refused.
+    pub jwt_audience: Option<String>,
+    /// With `jwt_secret`: the issuer tokens must name in `iss`. Default: none (any issuer).
+    pub jwt_issuer: Option<String>,
 }
 
 impl Default for Config {
@@ -172,6 +178,8 @@ impl Default for Config {
             allowed_origins: origin::default_allowlist(),
             allowed_hosts: Vec::new(),
             jwt_secret: None,
+            jwt_audience: None,
+            jwt_issuer: None,
             tls: None,
             echo: false,
         }
@@ -232,7 +240,9 @@ pub async fn run(
     let browsers =
         BrowserPolicy::new(&config.allowed_origins, &config.allowed_hosts, acceptor.is_some())?;
     let Start { history, dedupe, store } = open_history(&config)?;
-    let auth = config.jwt_secret.as_deref().map(Authenticator::new);
+    let auth = config.jwt_secret.as_deref().map(|secret| {
+        Authenticator::new(secret, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
+    });
     let metrics = Arc::new(Metrics::new());
     let durable = store.is_some();
     let room =

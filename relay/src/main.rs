@@ -132,6 +132,15 @@ struct Args {
     /// `openssl rand -base64 32`.
     #[arg(long, env = "WSCHAT_JWT_SECRET", value_name = "SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// With --jwt-secret: the audience tokens must name in `aud`, e.g. `wschat` (tokens for
+    /// another service are refused). Without it, tokens that name an audience are refused.
+    #[arg(long, env = "WSCHAT_JWT_AUDIENCE", value_name = "AUDIENCE", requires = "jwt_secret",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    jwt_audience: Option<String>,
+    /// With --jwt-secret: the issuer tokens must name in `iss`, e.g. `https://login.example.org`.
+    #[arg(long, env = "WSCHAT_JWT_ISSUER", value_name = "ISSUER", requires = "jwt_secret",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    jwt_issuer: Option<String>,
     /// Serve https:// and wss:// with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "WSCHAT_TLS_CERT", value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -254,6 +263,8 @@ async fn main() -> std::io::Result<()> {
         max_strikes: args.max_strikes,
         flood_after: Duration::from_secs(args.flood_after),
         jwt_secret: args.jwt_secret,
+        jwt_audience: args.jwt_audience,
+        jwt_issuer: args.jwt_issuer,
         echo: args.autobahn_echo,
         tls: args.tls_cert.zip(args.tls_key).map(|(cert, key)| TlsFiles { cert, key }),
         allowed_origins: if args.allowed_origins.is_empty() {

@@ -37,7 +37,7 @@ pub struct Metrics {
     /// Frames refused, by error code.
     pub frames_refused: Family<Label, Counter>,
     /// Connections the relay closed itself, by reason (`slow_consumer`, `too_big`,
-    /// `invalid_text`, `flood`, `strikes`, `new_epoch`, `unresponsive`).
+    /// `invalid_text`, `flood`, `strikes`, `new_epoch`, `token_expired`, `unresponsive`).
     pub disconnects: Family<Label, Counter>,
     /// Frames waiting in a client's outbound queue when its writer takes them (all at once, to
     /// write them with one flush).

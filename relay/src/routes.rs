@@ -1,7 +1,9 @@
 //! HTTP routes: WebSocket upgrades on `/ws` and `/`, and the built app as static files.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::Message;
@@ -18,6 +20,8 @@ use tower_http::services::{ServeDir, ServeFile};
 
 use wschat_protocol::v1::SUBPROTOCOL;
 
+use crate::close::Close;
+use crate::outbound::Outbound;
 use crate::room::Mode;
 use crate::{connection, Relay};
 
@@ -152,9 +156,11 @@ fn accept(
     }
     let identity = match relay.auth.as_ref().map(|auth| auth.identify(uri, headers)) {
         None => None,
-        Some(Ok(name)) => Some(name),
+        Some(Ok(identity)) => Some(identity),
         Some(Err(error)) => {
-            tracing::warn!(%peer, %error, "refused a handshake: not authenticated");
+            // `?`: a token's parse error may quote the client's text.
+            let error = error.to_string();
+            tracing::warn!(%peer, error = ?error, "refused a handshake: not authenticated");
             crate::metrics::count(&relay.metrics.handshakes_rejected, "unauthorized");
             return (StatusCode::UNAUTHORIZED, format!("{error}\n")).into_response();
         }
@@ -180,16 +186,35 @@ fn accept(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER);
     socket.on_upgrade(move |socket| {
+        let (identity, valid_until) = match identity {
+            Some(identity) => (Some(identity.name), identity.valid_until),
+            None => (None, None),
+        };
         let client = connection::ClientInfo { peer, mode, identity };
         let sockets = relay.sockets.clone();
         let abandon = relay.abandon.clone();
+        let expiry = close_on_expiry(valid_until, Arc::clone(&membership.outbound));
         let task = connection::serve(socket, client, relay, membership);
-        // Past the shutdown deadline the connection is dropped wherever it is.
         sockets.track_future(async move {
             tokio::select! {
                 () = task => {}
+                never = expiry => match never {},
+                // Past the shutdown deadline the connection is dropped wherever it is.
                 () = abandon.cancelled() => {}
             }
         })
     })
+}
+
+/// Has the connection's writer close it (1008, "token expired") when its token expires; never
+/// completes, so the connection ends as any other the relay closes. Without a token (or one
+/// valid beyond the clock's range), it waits forever.
+async fn close_on_expiry(valid_until: Option<SystemTime>, outbound: Arc<Outbound>) -> Infallible {
+    if let Some(valid_until) = valid_until {
+        // Tokens expire by the wall clock; a clock set back meanwhile only delays the close.
+        let remaining = valid_until.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(remaining).await;
+        outbound.close(Close::TokenExpired);
+    }
+    std::future::pending().await
 }

@@ -1,14 +1,18 @@
-//! Token auth at the handshake: no token, a forged one and an expired one get 401; a valid one
-//! connects, and its name is the one on every message, whatever the client writes.
+//! Token auth at the handshake: no token, a forged one, an expired one, one not valid yet and one
+//! for another audience or from another issuer get 401; a valid one connects, its name is the one
+//! on every message, whatever the client writes, and the connection ends when the token expires.
 
 mod common;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
+use futures_util::StreamExt;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
 use wschat_protocol::v1::{ServerFrame, SUBPROTOCOL};
 use wschat_relay::Config;
 
@@ -74,5 +78,85 @@ async fn the_token_decides_the_name() {
         }
         other => panic!("expected a message, got {other:?}"),
     }
+    relay.stop().await;
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn sign(claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(&Header::default(), claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+        .unwrap()
+}
+
+/// A token that is not valid yet (`nbf` an hour from now, say one issued for tomorrow's
+/// session) is refused like an expired one.
+#[tokio::test]
+async fn a_token_not_valid_yet_gets_401() {
+    let relay = relay().await;
+    let early = sign(&json!({ "sub": "ada", "nbf": now() + 3600, "exp": now() + 7200 }));
+    assert_eq!(handshake_status(&relay, &format!("?token={early}")).await, Some(401));
+    let started = sign(&json!({ "sub": "ada", "nbf": now() - 10, "exp": now() + 7200 }));
+    assert_eq!(handshake_status(&relay, &format!("?token={started}")).await, None);
+    relay.stop().await;
+}
+
+/// A connection lasts no longer than its token: when the token expires (allowing the same
+/// minute of clock skew as at the handshake), the relay closes the socket with 1008 and the
+/// reason "token expired", which the page shows; the client then needs a fresh token.
+#[tokio::test]
+async fn the_connection_closes_when_its_token_expires() {
+    let relay = relay().await;
+    // Past its `exp` but within the minute of skew allowed: valid for about 5 more seconds.
+    let expiring = sign(&json!({ "sub": "ada", "exp": now() - 55 }));
+    let url = format!("ws://{}/ws?token={expiring}", relay.address);
+    let (mut client, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let frame = loop {
+        match tokio::time::timeout(PATIENCE, client.next()).await.expect("still open") {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close code"),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Policy, "token expired"));
+    relay.stop().await;
+}
+
+/// With `--jwt-audience` and `--jwt-issuer`, only tokens made for this relay (`aud`) by that
+/// issuer (`iss`) connect: a token a login service made for another of its services is refused,
+/// as is one lacking either claim. Without an audience configured, a token that names one is
+/// refused (RFC 7519: a recipient not named in `aud` must reject it).
+#[tokio::test]
+async fn audience_and_issuer_are_checked() {
+    const LOGIN: &str = "https://login.example.org";
+    let strict = TestRelay::start(Config {
+        jwt_secret: Some(SECRET.to_owned()),
+        jwt_audience: Some("wschat".to_owned()),
+        jwt_issuer: Some(LOGIN.to_owned()),
+        ..Config::default()
+    })
+    .await;
+    let exp = now() + 3600;
+    let cases = [
+        (json!({ "sub": "ada", "exp": exp, "aud": "wschat", "iss": LOGIN }), None),
+        (json!({ "sub": "ada", "exp": exp, "aud": ["billing", "wschat"], "iss": LOGIN }), None),
+        (json!({ "sub": "ada", "exp": exp, "aud": "billing", "iss": LOGIN }), Some(401)),
+        (json!({ "sub": "ada", "exp": exp, "iss": LOGIN }), Some(401)),
+        (
+            json!({ "sub": "ada", "exp": exp, "aud": "wschat", "iss": "https://evil.example" }),
+            Some(401),
+        ),
+        (json!({ "sub": "ada", "exp": exp, "aud": "wschat" }), Some(401)),
+    ];
+    for (claims, expected) in cases {
+        let query = format!("?token={}", sign(&claims));
+        assert_eq!(handshake_status(&strict, &query).await, expected, "{claims}");
+    }
+    strict.stop().await;
+
+    let relay = relay().await;
+    let for_someone = sign(&json!({ "sub": "ada", "exp": exp, "aud": "billing" }));
+    assert_eq!(handshake_status(&relay, &format!("?token={for_someone}")).await, Some(401));
     relay.stop().await;
 }

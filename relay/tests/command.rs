@@ -1,13 +1,19 @@
-//! The `wschat-relay` command as an operator meets it: nonsense flag values are refused at start
-//! with a message naming the flag.
+//! The `wschat-relay` command as an operator and an attacker meet it: nonsense flag values are
+//! refused at start with a message naming the flag, and text a client sends cannot forge a line
+//! in the relay's log.
 
 mod common;
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
-use tokio::io::AsyncReadExt;
+use futures_util::SinkExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use wschat_protocol::v1::SUBPROTOCOL;
 
 fn relay_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wschat-relay"));
@@ -77,6 +83,9 @@ async fn nonsense_settings_are_refused_at_start() {
         (&["--allow-origin", "https://chat.example.org/app"], "--allow-origin"),
         (&["--allow-host", "https://chat.example.org"], "--allow-host"),
         (&["--jwt-secret", "hunter2"], "--jwt-secret"),
+        (&["--jwt-secret", &"s".repeat(32), "--jwt-audience", ""], "--jwt-audience"),
+        (&["--jwt-audience", "wschat"], "--jwt-secret"),
+        (&["--jwt-secret", &"s".repeat(32), "--jwt-issuer", ""], "--jwt-issuer"),
     ];
     for (args, flag) in cases {
         let (code, printed) = refused(args, &[]).await;
@@ -91,4 +100,51 @@ async fn nonsense_settings_are_refused_at_start() {
     let (code, printed) = refused(&[], &[("WSCHAT_RATE", "0")]).await;
     assert_eq!(code, Some(2), "{printed}");
     assert!(printed.contains("--rate"), "{printed}");
+}
+
+/// A client's text in the log is escaped: a v1 frame whose `type` holds a line break followed
+/// by what looks like a log line (the relay logs the refusal, which quotes the unknown type)
+/// shows up as one line with `\n` in it, never as a line of its own.
+#[tokio::test]
+async fn a_client_cannot_forge_a_log_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut relay =
+        relay_command().args(["--listen", &format!("127.0.0.1:{port}")]).spawn().unwrap();
+    let mut lines = BufReader::new(relay.stdout.take().unwrap()).lines();
+    let mut request = format!("ws://127.0.0.1:{port}/ws").into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
+    let mut client = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match tokio_tungstenite::connect_async(request.clone()).await {
+                Ok((client, _)) => break client,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    let forged = "FORGED  INFO wschat_relay: the admin logged in";
+    let frame = format!(r#"{{"type":"hello\n{forged}","id":"1"}}"#);
+    client.send(Message::text(frame)).await.unwrap();
+    // A second refusal marks the end of what the first one logged.
+    client.send(Message::text("end-of-test")).await.unwrap();
+    let logged = tokio::time::timeout(PATIENCE, async {
+        let mut logged = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let last = line.contains("end-of-test") || line.contains("InvalidJson");
+            logged.push(line);
+            if last {
+                return logged;
+            }
+        }
+        panic!("the relay stopped logging: {logged:#?}");
+    })
+    .await
+    .expect("the refusals were logged");
+    assert!(
+        logged.iter().any(|line| line.contains("refused a frame") && line.contains(forged)),
+        "the refusal is logged, with the client's text on its line: {logged:#?}"
+    );
+    assert!(!logged.iter().any(|line| line.starts_with("FORGED")), "{logged:#?}");
 }
