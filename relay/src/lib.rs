@@ -135,7 +135,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Host names the relay answers to besides `localhost`, IP addresses and the hosts of
     /// `allowed_origins` (`*`: any): a request naming another host gets 403, so a page whose
-    /// name was pointed at the relay (DNS rebinding) cannot use it. Default: none.
+    /// name was pointed at the relay (DNS rebinding) cannot use it. Not checked with `tls`:
+    /// browsers then reach the relay only under its certificate's names. Default: none.
     pub allowed_hosts: Vec<String>,
     /// Serve `https://` and `wss://` with this certificate and key (PEM). Default: none (plain
     /// HTTP, e.g. behind a TLS-terminating proxy).

@@ -116,7 +116,8 @@ struct Args {
     /// A host name the relay answers to besides `localhost`, IP addresses and the hosts of
     /// --allow-origin, e.g. `chat.example.org` (the public name, when a reverse proxy passes
     /// `Host` on); repeat it, or give `*` for any. Requests naming another host get 403, so that
-    /// a site cannot point its own name at the relay (DNS rebinding).
+    /// a site cannot point its own name at the relay (DNS rebinding). Not needed with --tls-cert:
+    /// browsers then reach the relay only under the certificate's names.
     #[arg(
         long = "allow-host",
         env = "WSCHAT_ALLOW_HOST",

@@ -9,7 +9,9 @@
 //! machine's), a name given with `--allow-host`, or the host of an `--allow-origin` entry (a site
 //! trusted with the socket is trusted with its name). `--allow-host '*'` turns the check off.
 //! Behind a reverse proxy that passes `Host` on, the public name must be allowed; a proxy that
-//! does not pass it on makes every request name the relay's own address, which passes.
+//! does not pass it on makes every request name the relay's own address, which passes. A relay
+//! that serves TLS itself needs no Host check: a browser sent to it under another name refuses
+//! its certificate before any request is made.
 //!
 //! **Origin.** A browser always sends `Origin` with a WebSocket handshake; other clients (the
 //! tutorial's Node client, command-line tools) usually send none and pass, as in Centrifugo. A
@@ -179,7 +181,8 @@ pub struct BrowserPolicy {
 }
 
 impl BrowserPolicy {
-    /// The policy for these allowlists; `secure` when the relay serves TLS itself.
+    /// The policy for these allowlists; `secure` when the relay serves TLS itself (its
+    /// certificate then vouches for the names browsers reach it under, so any host passes).
     ///
     /// # Errors
     /// The first entry that cannot be used.
@@ -191,7 +194,7 @@ impl BrowserPolicy {
         let mut policy = Self {
             any_origin: false,
             origins: Vec::new(),
-            any_host: false,
+            any_host: secure,
             hosts: HashSet::from(["localhost".to_owned()]),
             secure,
         };
@@ -390,6 +393,11 @@ mod tests {
         }
         let tls = BrowserPolicy::new(&[], &[], true).unwrap();
         let page = headers(Some("https://chat.example.org"), "chat.example.org");
+        assert_eq!(
+            tls.check_host(&page, &Uri::from_static("/ws")),
+            Ok(()),
+            "the certificate vouches"
+        );
         assert_eq!(tls.check_origin(&page), Ok(()));
         let plain_page = headers(Some("http://chat.example.org"), "chat.example.org");
         assert!(tls.check_origin(&plain_page).is_err());

@@ -16,7 +16,12 @@ use wschat_relay::{Config, TlsFiles};
 
 /// A relay with a fresh self-signed certificate for `localhost`, and a client config trusting it.
 async fn tls_relay(dir: &std::path::Path) -> (TestRelay, Arc<ClientConfig>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    tls_relay_for(dir, "localhost").await
+}
+
+/// A relay with a fresh self-signed certificate for `name`, and a client config trusting it.
+async fn tls_relay_for(dir: &std::path::Path, name: &str) -> (TestRelay, Arc<ClientConfig>) {
+    let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     std::fs::write(&cert, certified.cert.pem()).unwrap();
@@ -102,5 +107,34 @@ async fn the_own_origin_over_tls_is_https() {
         }
         other => panic!("expected 403, got {other:?}"),
     }
+    relay.stop().await;
+}
+
+/// A relay serving TLS for its public name needs no `--allow-host`: a browser reaches it under
+/// that name only if the certificate vouches for it (under a rebound name the browser refuses
+/// the certificate first). Its page loads and its socket connects with the default flags.
+#[tokio::test]
+async fn a_public_name_over_tls_needs_no_allow_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, client) = tls_relay_for(dir.path(), "chat.example.org").await;
+    let tcp = TcpStream::connect(relay.address).await.unwrap();
+    let name = ServerName::try_from("chat.example.org").unwrap();
+    let mut tls =
+        tokio_rustls::TlsConnector::from(Arc::clone(&client)).connect(name, tcp).await.unwrap();
+    let request = "GET / HTTP/1.1\r\nHost: chat.example.org\r\nConnection: close\r\n\r\n";
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    // A TLS peer may end without close_notify after `Connection: close`; what was read counts.
+    let _ = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut response)).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    let tcp = TcpStream::connect(relay.address).await.unwrap();
+    let mut request = "wss://chat.example.org/ws".into_client_request().unwrap();
+    request.headers_mut().insert("Origin", "https://chat.example.org".parse().unwrap());
+    let connector = Some(Connector::Rustls(client));
+    let socket =
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, None, connector).await;
+    assert!(socket.is_ok(), "{:?}", socket.err());
     relay.stop().await;
 }
