@@ -193,9 +193,18 @@ fn accept(
         let client = connection::ClientInfo { peer, mode, identity };
         let sockets = relay.sockets.clone();
         let abandon = relay.abandon.clone();
-        let expiry = close_on_expiry(valid_until, Arc::clone(&membership.outbound));
+        // Boxed, so that connections without a token do not carry a timer in their future.
+        let outbound = &membership.outbound;
+        let expiry = valid_until
+            .map(|valid_until| Box::pin(close_on_expiry(valid_until, Arc::clone(outbound))));
         let task = connection::serve(socket, client, relay, membership);
         sockets.track_future(async move {
+            let expiry = async move {
+                match expiry {
+                    Some(expiry) => expiry.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = task => {}
                 never = expiry => match never {},
@@ -207,14 +216,11 @@ fn accept(
 }
 
 /// Has the connection's writer close it (1008, "token expired") when its token expires; never
-/// completes, so the connection ends as any other the relay closes. Without a token (or one
-/// valid beyond the clock's range), it waits forever.
-async fn close_on_expiry(valid_until: Option<SystemTime>, outbound: Arc<Outbound>) -> Infallible {
-    if let Some(valid_until) = valid_until {
-        // Tokens expire by the wall clock; a clock set back meanwhile only delays the close.
-        let remaining = valid_until.duration_since(SystemTime::now()).unwrap_or_default();
-        tokio::time::sleep(remaining).await;
-        outbound.close(Close::TokenExpired);
-    }
+/// completes, so the connection ends as any other the relay closes.
+async fn close_on_expiry(valid_until: SystemTime, outbound: Arc<Outbound>) -> Infallible {
+    // Tokens expire by the wall clock; a clock set back meanwhile only delays the close.
+    let remaining = valid_until.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::sleep(remaining).await;
+    outbound.close(Close::TokenExpired);
     std::future::pending().await
 }
