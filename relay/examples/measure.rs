@@ -131,7 +131,7 @@ impl Relay {
             return f64::NAN;
         }
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
-        let request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut page = String::new();
         stream.read_to_string(&mut page).await.unwrap();
