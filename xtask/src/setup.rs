@@ -33,13 +33,16 @@ pub fn ensure(toolset: Toolset) -> anyhow::Result<()> {
     // apt waits on the network while cargo keeps both cores busy: run them side by side.
     let browsers = (toolset == Toolset::Test)
         .then(|| std::thread::spawn(|| ensure_debian_packages(&BROWSER_PACKAGES)));
+    let started = std::time::Instant::now();
     let tools = ensure_build_tools(toolset);
     if let Some(browsers) = browsers {
         browsers.join().map_err(|_| anyhow::anyhow!("the apt-get thread panicked"))??;
     }
     tools?;
     // Trunk builds offline (it must never download tools), so the crates must already be here.
-    run(cargo().args(["fetch", "--quiet"]))
+    run(cargo().args(["fetch", "--quiet"]))?;
+    println!("set-up: everything needed is installed ({:.0} s)", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn ensure_build_tools(toolset: Toolset) -> anyhow::Result<()> {
@@ -110,6 +113,7 @@ fn ensure_cargo_tool(binary: &str, install_args: &[&str], version: &str) -> anyh
         return Ok(());
     }
     println!("{binary} {version} is missing (found: {first_line:?}); installing it");
+    let started = std::time::Instant::now();
     // The tools' own release profiles ask for fat LTO and one codegen unit: minutes of build time
     // on two cores for a speed nobody notices in a build tool. One target directory lets the
     // three tools share the dependencies they have in common.
@@ -118,7 +122,9 @@ fn ensure_cargo_tool(binary: &str, install_args: &[&str], version: &str) -> anyh
         .args(install_args)
         .env("CARGO_PROFILE_RELEASE_LTO", "off")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
-        .env("CARGO_TARGET_DIR", crate::process::workspace_root().join("target/tools")))
+        .env("CARGO_TARGET_DIR", crate::process::workspace_root().join("target/tools")))?;
+    println!("{binary} {version} installed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// The `wasm-bindgen` version in Cargo.lock: the CLI must match it exactly.
