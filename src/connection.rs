@@ -100,6 +100,14 @@ impl ConnectionMachine {
         }
     }
 
+    /// The connection ended in a way no retry can mend (an expired token): the badge says
+    /// failed with `reason`, and nothing is retried until the user asks.
+    pub fn gave_up(&mut self, reason: String) -> Next {
+        self.state = ConnectionState::Failed { reason };
+        self.backoff.reset();
+        Next::WaitForUser
+    }
+
     /// The user closed the connection: nothing is retried until they ask.
     pub fn closed_by_user(&mut self) -> Next {
         self.state = ConnectionState::Closed;
@@ -214,6 +222,19 @@ mod tests {
         assert!(!machine.hurry());
         assert!(machine.reconnect_now());
         assert!(matches!(machine.lost("refused".into(), 3.0 * SECOND, 0.5), Next::RetryAt(_)));
+    }
+
+    /// A final problem fails at once, whatever attempts remain; "Reconnect now" still tries.
+    #[test]
+    fn a_final_problem_is_not_retried() {
+        let mut machine = machine();
+        machine.welcomed(0.0);
+        assert_eq!(machine.gave_up("token expired".into()), Next::WaitForUser);
+        assert_eq!(machine.state().label(), "failed");
+        assert!(!machine.hurry(), "coming back online does not retry it");
+        assert!(machine.reconnect_now());
+        assert!(matches!(machine.lost("refused".into(), SECOND, 0.5), Next::RetryAt(_)));
+        assert_eq!(attempt(&machine), 1);
     }
 
     /// "Reconnect now" while connected or connecting starts nothing: no second socket.

@@ -42,6 +42,31 @@ pub enum Problem {
     Refused(WireError),
     /// The relay cannot store messages right now: they wait and are sent again shortly.
     Unavailable,
+    /// The relay closed the connection because its access token expired (1008, "token
+    /// expired"): the same token would be refused, so nothing is retried until the user opens
+    /// the page with a new one (`?token=`).
+    TokenExpired,
+}
+
+/// The close reason the relay gives when a connection's token expires.
+const TOKEN_EXPIRED: &str = "token expired";
+
+impl Problem {
+    /// What a close event means: `opened` tells whether the connection was ever open.
+    #[must_use]
+    pub fn closed(opened: bool, code: u16, reason: String) -> Self {
+        match (opened, code) {
+            (true, 1008) if reason == TOKEN_EXPIRED => Self::TokenExpired,
+            (true, _) => Self::Lost { code, reason },
+            (false, _) => Self::Unreachable { code, reason },
+        }
+    }
+
+    /// Whether retrying cannot help: the user must act first.
+    #[must_use]
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::TokenExpired)
+    }
 }
 
 impl fmt::Display for Problem {
@@ -64,6 +89,10 @@ impl fmt::Display for Problem {
             Self::Unavailable => {
                 f.write_str("The relay cannot store messages right now: they will be sent again")
             }
+            Self::TokenExpired => f.write_str(
+                "Your access token expired: open the page with a new token to reconnect \
+                 (unsent messages wait)",
+            ),
         }
     }
 }
@@ -195,6 +224,22 @@ impl Session {
 mod tests {
     use super::*;
     use crate::outbox::{DeliveryState, OutgoingMessage};
+
+    /// A connection closed for an expired token is final; other closes are retried, and a close
+    /// before the connection opened means the relay was not reached.
+    #[test]
+    fn an_expired_token_is_final() {
+        let expired = Problem::closed(true, 1008, "token expired".into());
+        assert_eq!(expired, Problem::TokenExpired);
+        assert!(expired.is_final());
+        assert!(expired.to_string().contains("new token"), "{expired}");
+        let evicted = Problem::closed(true, 1008, "too slow".into());
+        assert_eq!(evicted, Problem::Lost { code: 1008, reason: "too slow".into() });
+        assert!(!evicted.is_final());
+        let refused = Problem::closed(false, 1006, String::new());
+        assert_eq!(refused, Problem::Unreachable { code: 1006, reason: String::new() });
+        assert!(!refused.is_final());
+    }
 
     fn stored(seq: u64, id: &str, source: &str) -> StoredMessage {
         StoredMessage {

@@ -604,3 +604,26 @@ async fn a_full_storage_is_shown_on_the_page() {
     })
     .await;
 }
+
+/// Saved outbox text that cannot be read (a damaged or foreign value) is set aside under
+/// `.unreadable`, never trusted nor silently lost, and the tab starts with an empty outbox that
+/// works.
+#[wasm_bindgen_test]
+async fn unreadable_saved_messages_are_set_aside() {
+    let base = unique("wschat.test-unreadable");
+    let storage = local_storage();
+    let damaged = r#"[{"id":"x","source":"s","content":"half a mess"#;
+    storage.set_item(&format!("{base}.tab"), damaged).unwrap();
+    let (_owner, socket) = open_socket(stored_options(relay(), "unreadable", &base, "tab"));
+    assert_eq!(
+        storage.get_item(&format!("{base}.tab.unreadable")).unwrap().as_deref(),
+        Some(damaged)
+    );
+    assert!(outbox_states(&socket).is_empty(), "nothing of the damaged text was trusted");
+    socket.send("after the damage").unwrap();
+    until("the new message delivered", || outbox_states(&socket) == ["delivered"]).await;
+    assert_eq!(
+        storage.get_item(&format!("{base}.tab.unreadable")).unwrap().as_deref(),
+        Some(damaged)
+    );
+}

@@ -96,8 +96,13 @@ impl SocketTask {
                 Ended::Closed => machine.closed_by_user(),
                 Ended::Lost(problem) => {
                     let reason = problem.to_string();
+                    let is_final = problem.is_final();
                     self.set_last_error.set(Some(problem));
-                    machine.lost(reason, js_sys::Date::now(), js_sys::Math::random())
+                    if is_final {
+                        machine.gave_up(reason)
+                    } else {
+                        machine.lost(reason, js_sys::Date::now(), js_sys::Math::random())
+                    }
                 }
             };
             self.publish(&machine);
@@ -289,12 +294,7 @@ impl SocketTask {
                 // An error event always precedes the close event that follows it.
                 Event::Frame(Some(Err(WebSocketError::ConnectionError))) => {}
                 Event::Frame(Some(Err(WebSocketError::ConnectionClose(close)))) => {
-                    let (code, reason) = (close.code, close.reason);
-                    return Ended::Lost(if opened {
-                        Problem::Lost { code, reason }
-                    } else {
-                        Problem::Unreachable { code, reason }
-                    });
+                    return Ended::Lost(Problem::closed(opened, close.code, close.reason));
                 }
                 Event::Frame(Some(Err(error))) => {
                     return Ended::Lost(Problem::SendFailed(error.to_string()))

@@ -182,15 +182,20 @@ pub enum Scenario {
     ReloadWithPendingMessages,
     /// Markup sent by tab B (an XSS attempt) shows as text in tab A and runs nothing.
     MarkupShowsAsText,
+    /// With `--jwt-secret`, a page opened with a token that expires a few seconds later chats,
+    /// is closed by the relay when the token expires, and then stops retrying (the same token
+    /// would get 401 forever) and asks for a new token.
+    AnExpiredTokenAsksForANewOne,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::TwoTabsChat,
         Self::SendWhileTheRelayIsDown,
         Self::ACutOffTabCatchesUp,
         Self::ReloadWithPendingMessages,
         Self::MarkupShowsAsText,
+        Self::AnExpiredTokenAsksForANewOne,
     ];
 
     pub fn name(self) -> &'static str {
@@ -200,6 +205,9 @@ impl Scenario {
             Self::ACutOffTabCatchesUp => "a cut-off tab catches up on 20 messages",
             Self::ReloadWithPendingMessages => "a reload loses no pending message",
             Self::MarkupShowsAsText => "an XSS payload shows as text and runs nothing",
+            Self::AnExpiredTokenAsksForANewOne => {
+                "an expired token stops the retries and asks for a new one"
+            }
         }
     }
 
@@ -209,13 +217,20 @@ impl Scenario {
     /// What the user would have seen go wrong.
     pub fn run(self, browser: Browser, dist: &Path) -> anyhow::Result<()> {
         block_on(async {
-            let mut session = Session::start(browser, dist).await?;
+            let relay_args = match self {
+                Self::AnExpiredTokenAsksForANewOne => {
+                    vec!["--jwt-secret".to_owned(), TOKEN_SECRET.to_owned()]
+                }
+                _ => Vec::new(),
+            };
+            let mut session = Session::start_with(browser, dist, relay_args).await?;
             let outcome = match self {
                 Self::TwoTabsChat => chat_between_two_tabs(&session).await,
                 Self::SendWhileTheRelayIsDown => send_while_the_relay_is_down(&mut session).await,
                 Self::ACutOffTabCatchesUp => a_cut_off_tab_catches_up(&session).await,
                 Self::ReloadWithPendingMessages => reload_with_pending_messages(&session).await,
                 Self::MarkupShowsAsText => markup_shows_as_text(&session).await,
+                Self::AnExpiredTokenAsksForANewOne => an_expired_token(&session).await,
             };
             session.close().await?;
             outcome
@@ -450,6 +465,44 @@ async fn markup_shows_as_text(session: &Session) -> anyhow::Result<()> {
         bail!("the payload was rendered: title {title:?}, {elements} img/script elements");
     }
     Ok(())
+}
+
+/// The relay's `--jwt-secret` in [`Scenario::AnExpiredTokenAsksForANewOne`].
+const TOKEN_SECRET: &str = "an end-to-end secret of at least 32 bytes";
+
+/// An HS256 token for `name`, signed with [`TOKEN_SECRET`], expiring in `seconds`.
+fn token(name: &str, seconds: u64) -> anyhow::Result<String> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let claims = json!({ "sub": name, "name": name, "exp": now + seconds });
+    let key = jsonwebtoken::EncodingKey::from_secret(TOKEN_SECRET.as_bytes());
+    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?)
+}
+
+async fn an_expired_token(session: &Session) -> anyhow::Result<()> {
+    let client = &session.client;
+    let lifetime = 6;
+    client.goto(&format!("{}?token={}", session.app_url, token("tess", lifetime)?)).await?;
+    wait_for_status(client, "connected").await.context("with a fresh token")?;
+    type_and_send(client, "before the token expires").await?;
+    wait_for_states(client, &["delivered"]).await.context("with a fresh token")?;
+    let read = || async { Ok(find(client, "connection-status").await?.text().await?) };
+    let seen = poll("the status to leave connected", read, |text| text != "connected").await?;
+    if seen != "failed" {
+        bail!("after the token expired the status says {seen:?}, expected failed (no retries)");
+    }
+    let error = find(client, "relay-error").await?.text().await?;
+    if !error.contains("token expired") {
+        bail!("after the token expired the page says {error:?}, not that the token expired");
+    }
+    // A retry would show "reconnecting" or "connecting" within its first back-off (≤ 0.5 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = find(client, "connection-status").await?.text().await?;
+    if status != "failed" {
+        bail!("the page went on retrying with the expired token: the status says {status:?}");
+    }
+    // What is typed now waits for a new token.
+    type_and_send(client, "after the token expired").await?;
+    wait_for_states(client, &["delivered", "pending"]).await.context("after expiry")
 }
 
 /// Waits until the sent list's entries have exactly these delivery states, in order.
