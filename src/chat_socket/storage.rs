@@ -1,5 +1,5 @@
 //! What the service keeps in the browser's storage: the display name (localStorage), a guest
-//! name and a tab id (sessionStorage, so each tab has its own), and the outbox in two parts
+//! name, a tab id and the tab's rooms (sessionStorage, so each tab has its own), and the outbox in two parts
 //! (see [`crate::outbox`]).
 
 use leptos::prelude::window;
@@ -28,6 +28,28 @@ pub(super) fn save_name(name: &str) {
     if let Some(storage) = local_storage() {
         // A full or disabled storage only means the name is not remembered.
         let _ = storage.set_item(NAME_KEY, name);
+    }
+}
+
+/// The sessionStorage key of the rooms this tab is in (a reload keeps them; each tab has its
+/// own), one name per line.
+const ROOMS_KEY: &str = "wschat.rooms";
+
+/// The rooms saved by [`save_rooms`], valid names only.
+pub(super) fn saved_rooms() -> Vec<String> {
+    let text = session_storage().and_then(|storage| storage.get_item(ROOMS_KEY).ok().flatten());
+    text.unwrap_or_default()
+        .lines()
+        .filter_map(|name| wschat_protocol::rooms::room_name(name).ok())
+        .collect()
+}
+
+/// Remembers the rooms this tab is in, for a reload.
+pub(super) fn save_rooms<'a>(rooms: impl Iterator<Item = &'a str>) {
+    if let Some(storage) = session_storage() {
+        let text: Vec<&str> = rooms.collect();
+        // Without sessionStorage a reload only starts in the lobby again.
+        let _ = storage.set_item(ROOMS_KEY, &text.join("\n"));
     }
 }
 

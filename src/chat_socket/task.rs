@@ -80,8 +80,10 @@ impl SocketTask {
         let mut machine = ConnectionMachine::new(self.options.reconnect.clone());
         loop {
             let ended = self.connect(&mut machine).await;
-            // Requests in flight will get no reply on this connection.
+            // Requests in flight will get no reply on this connection, and what waited to go
+            // with it is moot: the next welcome joins every room again.
             self.pending.clear();
+            self.shared.control.borrow_mut().clear();
             self.shared.session.borrow_mut().disconnected();
             self.shared.schedule_sync();
             let next = match ended {
@@ -252,9 +254,14 @@ impl SocketTask {
                             let request_id = self.request_id();
                             let resync =
                                 self.shared.session.borrow_mut().welcome(&epoch, request_id);
-                            if let Err(ended) = send(&mut socket, &resync) {
-                                return ended;
+                            // Joins queued before the welcome are in it.
+                            self.shared.control.borrow_mut().clear();
+                            for frame in &resync {
+                                if let Err(ended) = send(&mut socket, frame) {
+                                    return ended;
+                                }
                             }
+                            self.shared.schedule_sync();
                             if let Err(ended) = self.flush(&mut socket) {
                                 return ended;
                             }
@@ -263,11 +270,15 @@ impl SocketTask {
                         frame => {
                             // A copy only for a requester waiting for this very frame.
                             let reply = self.reply_for(&frame);
-                            let problem = self.shared.session.borrow_mut().apply(frame);
-                            let next_id = self.next_request_id;
-                            if let Some(next_page) =
-                                self.shared.session.borrow_mut().next_page(next_id)
-                            {
+                            let problem =
+                                self.shared.session.borrow_mut().apply(frame, js_sys::Date::now());
+                            loop {
+                                let next_id = self.next_request_id;
+                                let Some(next_page) =
+                                    self.shared.session.borrow_mut().next_page(next_id)
+                                else {
+                                    break;
+                                };
                                 self.next_request_id += 1;
                                 if let Err(ended) = send(&mut socket, &next_page) {
                                     return ended;
@@ -332,7 +343,9 @@ impl SocketTask {
                     self.pending.push((request_id, reply));
                     let frame = match request {
                         Request::History { after_seq } => {
-                            self.shared.session.borrow_mut().history_request(request_id, after_seq)
+                            let mut session = self.shared.session.borrow_mut();
+                            let room = session.shown().name.clone();
+                            session.history_request(&room, request_id, after_seq)
                         }
                         Request::Ping => ClientFrame::Ping { request_id },
                     };
@@ -384,8 +397,13 @@ impl SocketTask {
         Some((reply, frame.clone()))
     }
 
-    /// Sends every pending outbox message, in order.
+    /// Sends the frames queued besides messages (joins first: a message may be for a room just
+    /// joined), then every pending outbox message, in order.
     fn flush(&mut self, socket: &mut WebSocket) -> Result<(), Ended> {
+        let control = std::mem::take(&mut *self.shared.control.borrow_mut());
+        for frame in &control {
+            send(socket, frame)?;
+        }
         let waiting = self.shared.session.borrow().to_send();
         for (id, frame) in waiting {
             send(socket, &frame)?;
