@@ -735,3 +735,40 @@ async fn presence_and_typing_follow_the_other_tab() {
     until("the closed tab gone from presence", || !names_present(&page).contains(&them)).await;
     assert!(names_present(&page).contains(&me));
 }
+
+/// The tutorial's client (a plain socket, no subprotocol, `{source, content}` frames) is in the
+/// lobby: it and the app's lobby chat both ways, and a room's messages never reach it.
+#[wasm_bindgen_test]
+async fn the_tutorial_client_chats_with_the_app_in_the_lobby() {
+    use futures::{SinkExt, StreamExt};
+    use gloo_net::websocket::{futures::WebSocket, Message};
+
+    let (page, _app) = mount_app(options(relay(), "lobby-app"));
+    until("the page to connect", || status(&page) == "connected").await;
+    let (_room_owner, elsewhere) = open_socket(room_options(relay(), "roomy", &unique_room("x")));
+    let mut tutorial = WebSocket::open(&relay()).unwrap();
+    let tutor = unique("tutor");
+    let frame = serde_json::json!({ "source": tutor, "content": "hello from the tutorial" });
+    tutorial.send(Message::Text(frame.to_string())).await.unwrap();
+    until("the app's lobby to list it", || {
+        list_from(&page, "received-list", &tutor) == ["hello from the tutorial"]
+    })
+    .await;
+    until("the room tab connected", || elsewhere.state.get_untracked().is_open()).await;
+    elsewhere.send("not for the lobby").unwrap();
+    type_into(&by_testid(&page, "composer"), "hello tutorial");
+    by_testid::<HtmlButtonElement>(&page, "send").click();
+    let me = page_name(&page);
+    // Other tests chat in the lobby too: read until the app's message arrives.
+    loop {
+        let Some(Ok(Message::Text(text))) = tutorial.next().await else {
+            panic!("the tutorial socket closed")
+        };
+        let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_ne!(frame["content"], "not for the lobby", "a room's message reached the lobby");
+        if frame["source"] == me.as_str() {
+            assert_eq!(frame["content"], "hello tutorial");
+            break;
+        }
+    }
+}
