@@ -36,14 +36,26 @@ pub fn RoomList() -> impl IntoView {
                     join();
                 }
             >
+                // Suggests the rooms there are (asked for when the box gets focus).
                 <input
                     data-testid="room-join"
                     aria-label="Room to join"
                     placeholder="room name"
                     maxlength="64"
+                    list="room-directory"
                     prop:value=name
+                    on:focus=move |_| socket.list_rooms()
                     on:input=move |event| set_name.set(event_target_value(&event))
                 />
+                <datalist id="room-directory">
+                    <For
+                        each=move || rooms.directory.get()
+                        key=|room| (room.room.clone(), room.members)
+                        let(room)
+                    >
+                        <option value=room.room.clone()>{format!("{} here", room.members)}</option>
+                    </For>
+                </datalist>
                 <button type="submit" data-testid="room-join-button">
                     "Join"
                 </button>
