@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage};
+use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage, LOBBY};
 use wschat_protocol::{ErrorCode, WireError};
 
 use crate::conversation::Conversation;
@@ -106,7 +106,7 @@ impl Session {
     /// A history request, remembered so that its answer can close the gap it covers.
     pub fn history_request(&mut self, request_id: u64, after_seq: u64) -> ClientFrame {
         self.resyncs.push((request_id, after_seq));
-        ClientFrame::History { request_id, after_seq }
+        ClientFrame::History { room: LOBBY.into(), request_id, after_seq }
     }
 
     /// The request for the next page of a history answer that came in pages, if one is due
@@ -128,7 +128,7 @@ impl Session {
     /// Takes the frame by value: a message moves into the conversation without a copy.
     pub fn apply(&mut self, frame: ServerFrame) -> Option<Problem> {
         match frame {
-            ServerFrame::Message(message) => self.receive(message),
+            ServerFrame::Message { message, .. } => self.receive(message),
             ServerFrame::Ack { id, seq, .. } => {
                 self.outbox.ack(&id, seq);
                 self.conversation.observe(seq);
@@ -159,7 +159,13 @@ impl Session {
                 return Some(Problem::Unavailable);
             }
             ServerFrame::Error { error, id: None, .. } => return Some(Problem::Refused(error)),
-            ServerFrame::Welcome { .. } | ServerFrame::Pong { .. } => {}
+            ServerFrame::Welcome { .. }
+            | ServerFrame::Pong { .. }
+            | ServerFrame::Joined { .. }
+            | ServerFrame::Left { .. }
+            | ServerFrame::Rooms { .. }
+            | ServerFrame::Presence { .. }
+            | ServerFrame::Typing { .. } => {}
         }
         None
     }
@@ -181,6 +187,7 @@ impl Session {
             .to_send()
             .map(|message| {
                 let frame = ClientFrame::Message {
+                    room: LOBBY.into(),
                     id: message.id.clone(),
                     source: message.source.clone(),
                     content: message.content.clone(),
@@ -215,19 +222,34 @@ mod tests {
     }
 
     fn history(request_id: u64, messages: Vec<StoredMessage>, complete: bool) -> ServerFrame {
-        ServerFrame::History { request_id, epoch: "e".into(), messages, complete, more: false }
+        ServerFrame::History {
+            room: LOBBY.into(),
+            request_id,
+            epoch: "e".into(),
+            messages,
+            complete,
+            more: false,
+        }
     }
 
     /// A welcome asks for what was missed; the pending messages go next; the ack delivers.
     #[test]
     fn welcome_resyncs_then_messages_are_sent_and_acked() {
         let mut session = session_with(&["m1"]);
-        assert_eq!(session.welcome("e", 1), ClientFrame::History { request_id: 1, after_seq: 0 });
+        assert_eq!(
+            session.welcome("e", 1),
+            ClientFrame::History { room: LOBBY.into(), request_id: 1, after_seq: 0 }
+        );
         let frames = session.to_send();
         assert_eq!(frames.len(), 1);
         session.outbox.mark_sent("m1");
         assert!(session.to_send().is_empty());
-        session.apply(ServerFrame::Ack { id: "m1".into(), seq: 3, duplicate: false });
+        session.apply(ServerFrame::Ack {
+            room: LOBBY.into(),
+            id: "m1".into(),
+            seq: 3,
+            duplicate: false,
+        });
         assert_eq!(session.outbox.get("m1").unwrap().state, DeliveryState::Delivered { seq: 3 });
         assert!(session.conversation.is_empty(), "an own message is not 'received'");
     }
@@ -258,11 +280,11 @@ mod tests {
     fn a_live_message_before_the_history_answer_loses_nothing() {
         let mut session = session_with(&[]);
         session.welcome("e", 1);
-        session.apply(ServerFrame::Message(stored(5, "m5", "bob")));
+        session.apply(ServerFrame::Message { room: LOBBY.into(), message: stored(5, "m5", "bob") });
         session.disconnected();
         assert_eq!(
             session.welcome("e", 2),
-            ClientFrame::History { request_id: 2, after_seq: 0 },
+            ClientFrame::History { room: LOBBY.into(), request_id: 2, after_seq: 0 },
             "the gap 1..4 is asked for again"
         );
         let answer = (1..=5).map(|seq| stored(seq, &format!("m{seq}"), "bob")).collect();
@@ -278,6 +300,7 @@ mod tests {
         let mut session = session_with(&[]);
         session.welcome("e", 1);
         let page = |request_id, seqs: std::ops::RangeInclusive<u64>, more| ServerFrame::History {
+            room: LOBBY.into(),
             request_id,
             epoch: "e".into(),
             messages: seqs.map(|seq| stored(seq, &format!("m{seq}"), "bob")).collect(),
@@ -287,7 +310,7 @@ mod tests {
         session.apply(page(1, 1..=3, true));
         assert_eq!(
             session.next_page(2),
-            Some(ClientFrame::History { request_id: 2, after_seq: 3 })
+            Some(ClientFrame::History { room: LOBBY.into(), request_id: 2, after_seq: 3 })
         );
         assert_eq!(session.next_page(3), None, "asked once");
         session.apply(page(2, 4..=5, false));
@@ -306,6 +329,7 @@ mod tests {
         }
         let refused = |code, id: Option<&str>| ServerFrame::Error {
             error: WireError::new(code, ""),
+            room: None,
             id: id.map(str::to_owned),
             request_id: None,
         };

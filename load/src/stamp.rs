@@ -195,6 +195,7 @@ impl FrameTemplate {
         let text = match protocol {
             Protocol::Tutorial => ChatMessage { source: source.to_owned(), content }.to_json(),
             Protocol::V1 => ClientFrame::Message {
+                room: wschat_protocol::rooms::LOBBY.to_owned(),
                 id: MessageId::PLACEHOLDER.to_owned(),
                 source: source.to_owned(),
                 content,
