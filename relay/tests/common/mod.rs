@@ -328,7 +328,13 @@ async fn history_answer(client: &mut Client, request_id: u64) -> (Vec<StoredMess
 
 /// Connects to the relay at `address` asking for the `wschat.v1` subprotocol.
 pub async fn connect_v1_at(address: SocketAddr) -> Client {
-    let mut request = format!("ws://{address}/ws").into_client_request().unwrap();
+    connect_v1_to(address, "/ws").await
+}
+
+/// Connects to `path` (with its query, e.g. `/ws?name=ada`) of the relay at `address`, asking for
+/// the `wschat.v1` subprotocol.
+pub async fn connect_v1_to(address: SocketAddr, path: &str) -> Client {
+    let mut request = format!("ws://{address}{path}").into_client_request().unwrap();
     request.headers_mut().insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
     let (client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["Sec-WebSocket-Protocol"], SUBPROTOCOL);
