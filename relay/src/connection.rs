@@ -416,7 +416,9 @@ impl Reader {
                 self.answer_frame(&ServerFrame::Pong { request_id });
                 None
             }
-            ClientFrame::Join { room, after } => self.join(room, after).await,
+            // Boxed: a join may wait for its room to be read from the store, and that state would
+            // otherwise be part of every connection's future, idle or not.
+            ClientFrame::Join { room, after } => Box::pin(self.join(room, after)).await,
             ClientFrame::Leave { room } => self.leave(room),
             ClientFrame::Rooms {} => {
                 let max_bytes = (self.relay.config.queue_bytes / 4).min(PAGE_BYTES);

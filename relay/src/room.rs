@@ -284,6 +284,7 @@ impl Room {
             state.presence_changed = true;
         }
         state.members.insert(id, Member { outbound, mode, name });
+        state.emptied_at = 0;
         self.core.metrics.room_joins.inc();
         let page = self.greet(&mut state, id, greeting);
         self.settle(&mut state);
