@@ -329,11 +329,20 @@ impl Session {
         lobby.joined = true;
         let after_seq = lobby.conversation.welcome(epoch);
         let mut frames = vec![self.history_request(LOBBY, request_id, after_seq)];
-        frames.extend(self.rooms[1..].iter().map(|room| ClientFrame::Join {
-            room: room.name.clone(),
-            after: room.conversation.position(),
-        }));
+        frames.extend(self.welcome_elsewhere());
         frames
+    }
+
+    /// Like [`Session::welcome`] on a connection the relay refused the lobby (a token that does
+    /// not allow it): every other room is joined again.
+    pub fn welcome_elsewhere(&mut self) -> Vec<ClientFrame> {
+        self.rooms[1..]
+            .iter()
+            .map(|room| ClientFrame::Join {
+                room: room.name.clone(),
+                after: room.conversation.position(),
+            })
+            .collect()
     }
 
     /// A history request for `room`, remembered so that its answer can close the gap it covers.

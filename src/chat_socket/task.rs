@@ -12,7 +12,8 @@ use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::{Message, State, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
-use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
+use wschat_protocol::v1::{ClientFrame, ServerFrame, LOBBY, SUBPROTOCOL};
+use wschat_protocol::ErrorCode;
 
 use super::{ChatSocketOptions, Command, Request, RequestError, Shared};
 use crate::connection::{ConnectionMachine, ConnectionState, Next};
@@ -169,7 +170,13 @@ impl SocketTask {
 
     /// One connection, from opening to its end.
     async fn connect(&mut self, machine: &mut ConnectionMachine) -> Ended {
-        let mut socket = match WebSocket::open_with_protocol(&self.url, SUBPROTOCOL) {
+        // The name goes along, so that the others see who is in a room before they write.
+        let url = {
+            let name = js_sys::encode_uri_component(&self.shared.session.borrow().source);
+            let separator = if self.url.contains('?') { '&' } else { '?' };
+            format!("{}{separator}name={name}", self.url)
+        };
+        let mut socket = match WebSocket::open_with_protocol(&url, SUBPROTOCOL) {
             Ok(socket) => socket,
             Err(error) => {
                 let (url, detail) = (self.url.clone(), error.to_string());
@@ -250,19 +257,24 @@ impl SocketTask {
                             machine.welcomed(js_sys::Date::now());
                             self.publish(machine);
                             self.set_last_error.set(None);
-                            // Catch up first, then send what waited: the relay answers in order.
                             let request_id = self.request_id();
                             let resync =
                                 self.shared.session.borrow_mut().welcome(&epoch, request_id);
-                            // Joins queued before the welcome are in it.
-                            self.shared.control.borrow_mut().clear();
-                            for frame in &resync {
-                                if let Err(ended) = send(&mut socket, frame) {
-                                    return ended;
-                                }
+                            if let Err(ended) = self.catch_up(&mut socket, &resync) {
+                                return ended;
                             }
-                            self.shared.schedule_sync();
-                            if let Err(ended) = self.flush(&mut socket) {
+                        }
+                        // A token that does not allow the lobby: no welcome comes, but the
+                        // connection serves the other rooms.
+                        ServerFrame::Error { error, room: Some(room), id: None, .. }
+                            if !welcomed && room == LOBBY && error.code == ErrorCode::Forbidden =>
+                        {
+                            welcomed = true;
+                            machine.welcomed(js_sys::Date::now());
+                            self.publish(machine);
+                            self.set_last_error.set(Some(Problem::RoomRefused { room, error }));
+                            let resync = self.shared.session.borrow_mut().welcome_elsewhere();
+                            if let Err(ended) = self.catch_up(&mut socket, &resync) {
                                 return ended;
                             }
                         }
@@ -395,6 +407,18 @@ impl SocketTask {
         let index = self.pending.iter().position(|(id, _)| *id == request_id)?;
         let (_, reply) = self.pending.swap_remove(index);
         Some((reply, frame.clone()))
+    }
+
+    /// Sends what catches up on what this tab missed, then what waited: the relay answers in
+    /// order.
+    fn catch_up(&mut self, socket: &mut WebSocket, resync: &[ClientFrame]) -> Result<(), Ended> {
+        // Joins queued before the welcome are in `resync`.
+        self.shared.control.borrow_mut().clear();
+        for frame in resync {
+            send(socket, frame)?;
+        }
+        self.shared.schedule_sync();
+        self.flush(socket)
     }
 
     /// Sends the frames queued besides messages (joins first: a message may be for a room just
