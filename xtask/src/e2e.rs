@@ -484,7 +484,7 @@ async fn markup_shows_as_text(session: &Session) -> anyhow::Result<()> {
 /// The relay's `--jwt-secret` in [`Scenario::AnExpiredTokenAsksForANewOne`].
 const TOKEN_SECRET: &str = "an end-to-end secret of at least 32 bytes";
 
-/// An HS256 token for `name`, signed with [`TOKEN_SECRET`], expiring in `seconds`.
+/// An HS256 token for `name`, signed with [`TOKEN_SECRET`], that the relay takes for `seconds`.
 fn token(name: &str, seconds: u64) -> anyhow::Result<String> {
     token_with(name, seconds, json!({}))
 }
@@ -492,6 +492,8 @@ fn token(name: &str, seconds: u64) -> anyhow::Result<String> {
 /// Like [`token`], with more claims.
 fn token_with(name: &str, seconds: u64, more: Value) -> anyhow::Result<String> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    // The relay allows a minute of clock skew past `exp`: the token ends `seconds` from now.
+    let now = now - 60;
     let mut claims = json!({ "sub": name, "name": name, "exp": now + seconds });
     if let (Some(claims), Value::Object(more)) = (claims.as_object_mut(), more) {
         claims.extend(more);
