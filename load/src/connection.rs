@@ -397,7 +397,9 @@ fn classify(text: &str, protocol: Protocol, run: RunId) -> Unstamped {
                 | ServerFrame::Joined { .. }
                 | ServerFrame::Left { .. }
                 | ServerFrame::Rooms { .. }
-                | ServerFrame::Typing { .. },
+                | ServerFrame::Typing { .. }
+                // The first history page after a join.
+                | ServerFrame::History { request_id: 0, .. },
             ) => Unstamped::Room,
             Ok(_) => Unstamped::Other,
             Err(_) => Unstamped::Unknown,

@@ -254,6 +254,14 @@ pub struct ClientInfo {
     pub grants: Option<Grants>,
 }
 
+/// What became of a v1 frame.
+enum Handled {
+    /// Answered (or refused, with this refusal).
+    Done(Option<Refusal>),
+    /// A join, still to do.
+    Join { room: String, after: Option<Position> },
+}
+
 /// What a connection's reader needs besides the socket.
 struct Reader {
     id: ClientId,
@@ -317,7 +325,13 @@ impl Reader {
                     let admission = self.relay.rooms.admit(text.len()).await;
                     match self.mode {
                         Mode::Tutorial => self.tutorial_frame(&text, admission),
-                        Mode::V1 => self.v1_frame(&text, admission).await,
+                        Mode::V1 => match self.v1_frame(&text, admission) {
+                            Handled::Done(refusal) => refusal,
+                            // Boxed: a join may wait for its room to be read from the store,
+                            // and that wait would otherwise be part of every connection's
+                            // future, idle or not.
+                            Handled::Join { room, after } => Box::pin(self.join(room, after)).await,
+                        },
                     }
                 }
                 Message::Binary(_) => Some(WireError::new(ErrorCode::BinaryFrame, "").into()),
@@ -386,17 +400,19 @@ impl Reader {
     }
 
     /// A v1 client's frame: a message, a request, a join or a leave, or a typing signal.
-    async fn v1_frame(&self, text: &str, admission: Admission<'_>) -> Option<Refusal> {
+    /// Everything but a join is done at once; a join is left to the caller, as it may wait.
+    fn v1_frame(&self, text: &str, admission: Admission<'_>) -> Handled {
         let frame = match ClientFrame::from_json(text) {
             Ok(frame) => frame,
-            Err(error) => return Some(error.into()),
+            Err(error) => return Handled::Done(Some(error.into())),
         };
-        match frame {
+        Handled::Done(match frame {
             ClientFrame::Message { room, id, source, content } => {
                 if id.is_empty() || id.len() > MAX_ID_LENGTH {
                     let detail = format!("a message id has 1 to {MAX_ID_LENGTH} bytes");
                     let error = WireError::new(ErrorCode::InvalidMessage, detail);
-                    return Some(Refusal { id: Some(id), ..Refusal::about(room, error) });
+                    let refusal = Refusal { id: Some(id), ..Refusal::about(room, error) };
+                    return Handled::Done(Some(refusal));
                 }
                 match self.joined(&room) {
                     Ok(room) => self.post(&room, Posted { id, source, content }, admission),
@@ -416,9 +432,7 @@ impl Reader {
                 self.answer_frame(&ServerFrame::Pong { request_id });
                 None
             }
-            // Boxed: a join may wait for its room to be read from the store, and that state would
-            // otherwise be part of every connection's future, idle or not.
-            ClientFrame::Join { room, after } => Box::pin(self.join(room, after)).await,
+            ClientFrame::Join { room, after } => return Handled::Join { room, after },
             ClientFrame::Leave { room } => self.leave(room),
             ClientFrame::Rooms {} => {
                 let max_bytes = (self.relay.config.queue_bytes / 4).min(PAGE_BYTES);
@@ -429,21 +443,20 @@ impl Reader {
             ClientFrame::Typing { room } => {
                 let room = match self.joined(&room) {
                     Ok(room) => room,
-                    Err(refusal) => return Some(refusal),
+                    Err(refusal) => return Handled::Done(Some(refusal)),
                 };
                 if !self.may_post(room.name()) {
-                    return Some(Refusal::about(
-                        room.name(),
-                        WireError::new(ErrorCode::Forbidden, ""),
-                    ));
+                    Some(Refusal::about(room.name(), WireError::new(ErrorCode::Forbidden, "")))
+                } else {
+                    // Past the pace, dropped without a word: the next one a second later says
+                    // it.
+                    if self.memberships().may_signal_typing(room.name(), Instant::now()) {
+                        room.typing(self.id);
+                    }
+                    None
                 }
-                // Past the pace, dropped without a word: the next one a second later says it.
-                if self.memberships().may_signal_typing(room.name(), Instant::now()) {
-                    room.typing(self.id);
-                }
-                None
             }
-        }
+        })
     }
 
     /// The room `given` names, if this client is in it.

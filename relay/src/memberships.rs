@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::presence::ANONYMOUS;
+use crate::presence::anonymous;
 use crate::room::Room;
 use crate::rooms::Seat;
 
@@ -47,7 +47,7 @@ impl Memberships {
     pub fn new(given: Option<String>) -> Self {
         match given {
             Some(name) => Self { name: name.into(), naming: Naming::Given, rooms: Vec::new() },
-            None => Self { name: ANONYMOUS.into(), naming: Naming::FromSource, rooms: Vec::new() },
+            None => Self { name: anonymous(), naming: Naming::FromSource, rooms: Vec::new() },
         }
     }
 

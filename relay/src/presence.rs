@@ -13,6 +13,14 @@ use wschat_protocol::v1::{ServerFrame, MAX_PRESENCE_NAMES};
 /// The name of a connection that gave none.
 pub const ANONYMOUS: &str = "anonymous";
 
+/// [`ANONYMOUS`], shared: most connections start under it, and a copy each would cost every
+/// idle socket an allocation.
+#[must_use]
+pub fn anonymous() -> Arc<str> {
+    static SHARED: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    Arc::clone(SHARED.get_or_init(|| ANONYMOUS.into()))
+}
+
 /// The names in one room, each with the number of connections under it, in name order.
 #[derive(Debug, Default)]
 pub struct Presence {
