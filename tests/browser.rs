@@ -678,7 +678,13 @@ async fn rooms_keep_conversations_apart_with_unread_counts() {
     })
     .await;
     // The relay confirms the page's join before the others speak.
-    until("the page in both rooms and the lobby", || socket_rooms_joined(&page) == 3).await;
+    for _ in 0..250 {
+        if socket_rooms_joined(&page) == 3 {
+            break;
+        }
+        sleep(20).await;
+    }
+    assert_eq!(socket_rooms_joined(&page), 3, "rooms: {}", page.inner_html());
 
     a.send("said in one").unwrap();
     b.send("said in two").unwrap();

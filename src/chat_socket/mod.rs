@@ -312,7 +312,15 @@ impl Shared {
                 self.control.borrow_mut().push(frame);
             }
         }
-        storage::save_rooms(session.rooms().iter().map(|room| room.name.as_str()));
+        drop(session);
+        self.save_rooms();
+    }
+
+    /// Remembers the rooms this tab is in (see [`OutboxStorage::save_rooms`]).
+    fn save_rooms(&self) {
+        if let Some(storage) = &self.storage {
+            storage.save_rooms(self.session.borrow().rooms().iter().map(|room| room.name.as_str()));
+        }
     }
 
     /// Queues a frame to go out once open (see [`Shared::control`]).
@@ -369,7 +377,7 @@ impl ChatSocket {
         let (storage_problem, set_storage_problem) = signal(false);
         let mut session = Session::new(outbox, source.clone());
         // The rooms this tab was in before a reload, then the one asked for.
-        for room in storage::saved_rooms() {
+        for room in storage.as_ref().map(OutboxStorage::saved_rooms).unwrap_or_default() {
             session.join(&room, false);
         }
         let first = options
@@ -556,7 +564,8 @@ impl ChatSocket {
             let mut session = shared.session.borrow_mut();
             if let Some(frame) = session.join(&room, connected) {
                 shared.queue(frame);
-                storage::save_rooms(session.rooms().iter().map(|room| room.name.as_str()));
+                drop(session);
+                shared.save_rooms();
             }
         });
         self.show_room(&room);
@@ -585,11 +594,11 @@ impl ChatSocket {
         self.shared.with_value(|shared| {
             let mut session = shared.session.borrow_mut();
             let frame = session.leave(name)?;
-            storage::save_rooms(session.rooms().iter().map(|room| room.name.as_str()));
             if shared.follow_address {
                 crate::address::show_room(&session.shown().name);
             }
             drop(session);
+            shared.save_rooms();
             shared.queue(frame);
             shared.sync();
             Ok::<_, LeaveError>(())

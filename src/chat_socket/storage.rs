@@ -31,28 +31,6 @@ pub(super) fn save_name(name: &str) {
     }
 }
 
-/// The sessionStorage key of the rooms this tab is in (a reload keeps them; each tab has its
-/// own), one name per line.
-const ROOMS_KEY: &str = "wschat.rooms";
-
-/// The rooms saved by [`save_rooms`], valid names only.
-pub(super) fn saved_rooms() -> Vec<String> {
-    let text = session_storage().and_then(|storage| storage.get_item(ROOMS_KEY).ok().flatten());
-    text.unwrap_or_default()
-        .lines()
-        .filter_map(|name| wschat_protocol::rooms::room_name(name).ok())
-        .collect()
-}
-
-/// Remembers the rooms this tab is in, for a reload.
-pub(super) fn save_rooms<'a>(rooms: impl Iterator<Item = &'a str>) {
-    if let Some(storage) = session_storage() {
-        let text: Vec<&str> = rooms.collect();
-        // Without sessionStorage a reload only starts in the lobby again.
-        let _ = storage.set_item(ROOMS_KEY, &text.join("\n"));
-    }
-}
-
 /// A name for a tab whose user picked none: `guest-` and four random digits, which tell a handful
 /// of tabs apart. Kept in sessionStorage, so a reload keeps it but each tab has its own.
 pub(super) fn guest_name() -> String {
@@ -227,6 +205,26 @@ impl OutboxStorage {
             for suffix in ["", ".delivered", ".owner"] {
                 let _ = storage.remove_item(&format!("{}.{tab}{suffix}", self.base));
             }
+        }
+    }
+
+    /// The rooms this tab was in (sessionStorage: a reload keeps them, each tab has its own),
+    /// valid names only.
+    pub(super) fn saved_rooms(&self) -> Vec<String> {
+        let key = format!("{}.rooms", self.base);
+        let text = session_storage().and_then(|storage| storage.get_item(&key).ok().flatten());
+        text.unwrap_or_default()
+            .lines()
+            .filter_map(|name| wschat_protocol::rooms::room_name(name).ok())
+            .collect()
+    }
+
+    /// Remembers the rooms this tab is in, for a reload, one name per line.
+    pub(super) fn save_rooms<'a>(&self, rooms: impl Iterator<Item = &'a str>) {
+        if let Some(storage) = session_storage() {
+            let text: Vec<&str> = rooms.collect();
+            // Without sessionStorage a reload only starts in the lobby again.
+            let _ = storage.set_item(&format!("{}.rooms", self.base), &text.join("\n"));
         }
     }
 

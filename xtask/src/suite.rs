@@ -153,6 +153,10 @@ impl BrowserTestRelay {
             .env("WSCHAT_TEST_SILENT_RELAY", &self.silent_url)
             .env("WSCHAT_TEST_RESTARTABLE_RELAY", &self.restartable.url)
             .env("WSCHAT_TEST_RELAY_CONTROL", &self.restartable.control_url);
+        // For developers: only the browser tests whose names contain this.
+        if let Ok(filter) = std::env::var("WSCHAT_BROWSER_TESTS") {
+            command.args(["--", &filter]);
+        }
         match browser {
             Browser::Chromium => {
                 command.env_remove("GECKODRIVER").env("CHROMEDRIVER", e2e::CHROMEDRIVER);
