@@ -264,10 +264,15 @@ impl SocketTask {
                                 return ended;
                             }
                         }
-                        // A token that does not allow the lobby: no welcome comes, but the
-                        // connection serves the other rooms.
+                        // A token that does not allow the lobby, or a full lobby: no welcome
+                        // comes, but the connection serves the other rooms.
                         ServerFrame::Error { error, room: Some(room), id: None, .. }
-                            if !welcomed && room == LOBBY && error.code == ErrorCode::Forbidden =>
+                            if !welcomed
+                                && room == LOBBY
+                                && matches!(
+                                    error.code,
+                                    ErrorCode::Forbidden | ErrorCode::RoomFull
+                                ) =>
                         {
                             welcomed = true;
                             machine.welcomed(js_sys::Date::now());
