@@ -216,7 +216,8 @@ async fn page_has_the_tutorial_structure() {
     let headings = page.query_selector_all("h2").unwrap();
     let titles: Vec<_> =
         (0..headings.length()).map(|n| headings.get(n).unwrap().text_content().unwrap()).collect();
-    assert_eq!(titles, ["Sent Messages", "Received Messages"]);
+    // The rooms, the room shown, and in it the tutorial's two lists.
+    assert_eq!(titles, ["Rooms", "#lobby", "Sent Messages", "Received Messages"]);
     until("the badge to say connected", || status(&page) == "connected").await;
     assert!(!send.disabled());
 }
@@ -721,12 +722,18 @@ async fn presence_and_typing_follow_the_other_tab() {
     let room = unique_room("presence");
     let (page, _app) = mount_app(room_options(relay(), "here", &room));
     let (other_owner, other) = open_socket(room_options(relay(), "there", &room));
-    let (me, them) = (page_name(&page), name_of(&other));
-    until("both names present", || {
+    let them = name_of(&other);
+    until("the page's name", || !page_name(&page).is_empty()).await;
+    let me = page_name(&page);
+    for _ in 0..250 {
         let names = names_present(&page);
-        names.contains(&me) && names.contains(&them)
-    })
-    .await;
+        if names.contains(&me) && names.contains(&them) {
+            break;
+        }
+        sleep(20).await;
+    }
+    let names = names_present(&page);
+    assert!(names.contains(&me) && names.contains(&them), "{me}, {them}: {names:?}");
     other.typing();
     until("the typing line", || {
         by_testid::<HtmlElement>(&page, "typing").text_content().unwrap().contains(&them)
