@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use wschat_protocol::v1::StoredMessage;
+use wschat_protocol::v1::{Position, StoredMessage};
 
 /// Rows per page. Big enough that the list of pages stays short (100 pages at [`KEPT`]), small
 /// enough that re-rendering one page per animation frame is cheap.
@@ -243,6 +243,14 @@ impl Conversation {
     #[must_use]
     pub fn resume_after(&self) -> u64 {
         self.contiguous_seq
+    }
+
+    /// Where this tab stopped: the epoch it knows and [`Conversation::resume_after`]; `None`
+    /// before the relay first named an epoch.
+    #[must_use]
+    pub fn position(&self) -> Option<Position> {
+        let epoch = self.epoch.clone()?;
+        Some(Position { epoch, seq: self.contiguous_seq })
     }
 
     /// The pages, oldest first.

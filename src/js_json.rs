@@ -78,6 +78,11 @@ impl JsonObject for JsObject {
         objects(self.get(key))
     }
 
+    fn strings(&self, key: &str) -> Option<Vec<String>> {
+        let array: Array = self.get(key).dyn_into().ok()?;
+        array.iter().map(|item| item.as_string()).collect()
+    }
+
     fn has(&self, key: &str) -> bool {
         !self.get(key).is_undefined()
     }

@@ -27,6 +27,7 @@
 //! the owner keeps for display, a few hundred at most, so a map would buy nothing.
 
 use serde::Serialize;
+use wschat_protocol::v1::LOBBY;
 use wschat_protocol::{DecodeError, JsonObject};
 
 /// How many undelivered messages [`Outbox::default`] holds: far more than anyone types while
@@ -38,6 +39,8 @@ pub const DEFAULT_CAPACITY: usize = 100;
 pub struct OutgoingMessage {
     /// Client-made UUID text, unique per message; the relay deduplicates re-sends by it.
     pub id: String,
+    /// The room it was written in, and goes to, whenever it goes.
+    pub room: String,
     /// Who wrote it.
     pub source: String,
     /// What was written: text, never HTML.
@@ -59,11 +62,18 @@ impl OutgoingMessage {
     ) -> Self {
         Self {
             id: id.into(),
+            room: LOBBY.to_owned(),
             source: source.into(),
             content: content.into(),
             created_at_ms,
             state: DeliveryState::Pending,
         }
+    }
+
+    /// The same message, for `room` instead of the lobby.
+    #[must_use]
+    pub fn in_room(self, room: impl Into<String>) -> Self {
+        Self { room: room.into(), ..self }
     }
 }
 
@@ -136,6 +146,9 @@ impl OutboxChanges {
 #[derive(Serialize)]
 struct SavedMessage<'a> {
     id: &'a str,
+    /// Left out for the lobby: what was saved before rooms existed reads back as the lobby's.
+    #[serde(skip_serializing_if = "is_lobby")]
+    room: &'a str,
     source: &'a str,
     content: &'a str,
     created_at_ms: u64,
@@ -143,6 +156,10 @@ struct SavedMessage<'a> {
     seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failed: Option<&'a str>,
+}
+
+fn is_lobby(room: &&str) -> bool {
+    *room == LOBBY
 }
 
 impl<'a> SavedMessage<'a> {
@@ -154,6 +171,7 @@ impl<'a> SavedMessage<'a> {
         };
         Self {
             id: &message.id,
+            room: &message.room,
             source: &message.source,
             content: &message.content,
             created_at_ms: message.created_at_ms,
@@ -178,6 +196,7 @@ impl OutgoingMessage {
         };
         Ok(Self {
             id: saved.required_string("id")?,
+            room: saved.optional_string("room")?.unwrap_or_else(|| LOBBY.to_owned()),
             source: saved.required_string("source")?,
             content: saved.required_string("content")?,
             created_at_ms: saved.required_u64("created_at_ms")?,
@@ -633,6 +652,21 @@ mod tests {
             unreadable(r#"[{"id":"a","source":"b","content":"c","created_at_ms":1,"seq":"x"}]"#),
             "seq"
         );
+    }
+
+    /// A message keeps its room through a reload; one saved before rooms existed (no `room`) is
+    /// the lobby's, and the lobby's are saved as before.
+    #[test]
+    fn the_room_is_saved_and_old_messages_are_the_lobbys() {
+        let mut outbox = Outbox::new(3);
+        outbox.push(message("a").in_room("team-a")).unwrap();
+        outbox.push(message("b")).unwrap();
+        let saved = parse(&outbox.undelivered_json());
+        assert_eq!(saved[0]["room"], "team-a");
+        assert!(saved[1].get("room").is_none(), "the lobby is left out: {saved:?}");
+        let loaded = Outbox::load(3, &[], &saved).unwrap();
+        let rooms: Vec<_> = loaded.entries().iter().map(|m| m.room.as_str()).collect();
+        assert_eq!(rooms, ["team-a", LOBBY]);
     }
 
     /// A burst of acks changes what is saved of the delivered part, and each row once; sending a

@@ -52,11 +52,7 @@ pub fn with_token(url: &str, token: Option<&str>) -> String {
 #[must_use]
 pub fn for_current_page() -> String {
     let location = leptos::prelude::window().location();
-    let params = location
-        .search()
-        .ok()
-        .and_then(|search| web_sys::UrlSearchParams::new_with_str(&search).ok());
-    let parameter = |name| params.as_ref().and_then(|params| params.get(name));
+    let parameter = crate::address::parameter;
     let dev_relay = if cfg!(debug_assertions) { option_env!("WSCHAT_DEV_RELAY") } else { None };
     let relay = parameter("relay").or_else(|| dev_relay.map(str::to_owned));
     let url = socket_url(

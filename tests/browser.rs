@@ -165,6 +165,7 @@ fn list_from(container: &HtmlElement, testid: &str, source: &str) -> Vec<String>
 fn received_from(socket: &ChatSocket, source: &str) -> Vec<String> {
     socket.with_session(|session| {
         session
+            .shown()
             .conversation
             .messages()
             .filter(|entry| entry.message.source == source)
@@ -215,7 +216,8 @@ async fn page_has_the_tutorial_structure() {
     let headings = page.query_selector_all("h2").unwrap();
     let titles: Vec<_> =
         (0..headings.length()).map(|n| headings.get(n).unwrap().text_content().unwrap()).collect();
-    assert_eq!(titles, ["Sent Messages", "Received Messages"]);
+    // The rooms, the room shown, and in it the tutorial's two lists.
+    assert_eq!(titles, ["Rooms", "#lobby", "Sent Messages", "Received Messages"]);
     until("the badge to say connected", || status(&page) == "connected").await;
     assert!(!send.disabled());
 }
@@ -626,4 +628,160 @@ async fn unreadable_saved_messages_are_set_aside() {
         storage.get_item(&format!("{base}.tab.unreadable")).unwrap().as_deref(),
         Some(damaged)
     );
+}
+
+/// A room name unique to one test (the tests share one relay).
+fn unique_room(name: &str) -> String {
+    format!("{name}-{:06}", (js_sys::Math::random() * 1e6) as u32)
+}
+
+/// Options for a tab that opens in `room`.
+fn room_options(url: String, source: &str, room: &str) -> ChatSocketOptions {
+    ChatSocketOptions { room: Some(room.to_owned()), ..options(url, source) }
+}
+
+/// The `room-item` of `room` in a page.
+fn room_item(page: &HtmlElement, room: &str) -> HtmlElement {
+    page.query_selector(&format!("[data-testid=room-item][data-room=\"{room}\"]"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("no room item for {room}"))
+        .unchecked_into()
+}
+
+fn unread(page: &HtmlElement, room: &str) -> String {
+    by_testid::<HtmlElement>(&room_item(page, room), "unread-count").text_content().unwrap()
+}
+
+fn names_present(page: &HtmlElement) -> Vec<String> {
+    let items = page.query_selector_all("[data-testid=presence-list] > li").unwrap();
+    (0..items.length()).filter_map(|n| items.get(n).and_then(|item| item.text_content())).collect()
+}
+
+/// Two tabs in different rooms do not see each other's messages; a third tab in both sees each
+/// in its room, with the unread count of the room not shown rising, and clearing once shown.
+#[wasm_bindgen_test]
+async fn rooms_keep_conversations_apart_with_unread_counts() {
+    let (one, two) = (unique_room("one"), unique_room("two"));
+    let (_a_owner, a) = open_socket(room_options(relay(), "room-a", &one));
+    let (_b_owner, b) = open_socket(room_options(relay(), "room-b", &two));
+    let (page, _app) = mount_app(room_options(relay(), "room-c", &one));
+    until("the page to connect", || status(&page) == "connected").await;
+    let join: web_sys::HtmlInputElement = by_testid(&page, "room-join");
+    join.set_value(&two.to_uppercase());
+    join.dispatch_event(&web_sys::Event::new("input").unwrap()).unwrap();
+    by_testid::<HtmlButtonElement>(&page, "room-join-button").click();
+    until("the second room shown", || {
+        by_testid::<HtmlElement>(&page, "current-room").text_content().unwrap() == format!("#{two}")
+    })
+    .await;
+    until("both rooms joined", || {
+        a.state.get_untracked().is_open() && b.state.get_untracked().is_open()
+    })
+    .await;
+    // The relay confirms the page's join before the others speak.
+    for _ in 0..250 {
+        if socket_rooms_joined(&page) == 3 {
+            break;
+        }
+        sleep(20).await;
+    }
+    assert_eq!(socket_rooms_joined(&page), 3, "rooms: {}", page.inner_html());
+
+    a.send("said in one").unwrap();
+    b.send("said in two").unwrap();
+    let name_b = name_of(&b);
+    until("the page to list the message of room two", || {
+        list_from(&page, "received-list", &name_b) == ["said in two"]
+    })
+    .await;
+    until("room one's unread count", || unread(&page, &one) == "1").await;
+    assert_eq!(unread(&page, &two), "", "the room shown counts nothing");
+    sleep(300).await;
+    assert!(received_from(&b, &name_of(&a)).is_empty(), "room two never sees room one");
+    assert!(received_from(&a, &name_b).is_empty(), "room one never sees room two");
+
+    let button = room_item(&page, &one).query_selector("button").unwrap().unwrap();
+    button.unchecked_into::<HtmlButtonElement>().click();
+    until("room one shown with its message", || {
+        list_from(&page, "received-list", &name_of(&a)) == ["said in one"]
+    })
+    .await;
+    assert_eq!(unread(&page, &one), "");
+    assert!(list_from(&page, "received-list", &name_b).is_empty());
+}
+
+/// How many rooms of the page's room list the relay confirmed.
+fn socket_rooms_joined(page: &HtmlElement) -> usize {
+    page.query_selector_all("[data-testid=room-item][data-joined=true]").unwrap().length() as usize
+}
+
+/// Presence lists both names in a room and drops a tab that closes; "is typing" shows the other
+/// tab's name and goes when its message arrives.
+#[wasm_bindgen_test]
+async fn presence_and_typing_follow_the_other_tab() {
+    let room = unique_room("presence");
+    let (page, _app) = mount_app(room_options(relay(), "here", &room));
+    let (other_owner, other) = open_socket(room_options(relay(), "there", &room));
+    let them = name_of(&other);
+    until("the page's name", || !page_name(&page).is_empty()).await;
+    let me = page_name(&page);
+    for _ in 0..250 {
+        let names = names_present(&page);
+        if names.contains(&me) && names.contains(&them) {
+            break;
+        }
+        sleep(20).await;
+    }
+    let names = names_present(&page);
+    assert!(names.contains(&me) && names.contains(&them), "{me}, {them}: {names:?}");
+    other.typing();
+    until("the typing line", || {
+        by_testid::<HtmlElement>(&page, "typing").text_content().unwrap().contains(&them)
+    })
+    .await;
+    other.send("done typing").unwrap();
+    until("the typing line gone with the message", || {
+        by_testid::<HtmlElement>(&page, "typing").text_content().unwrap().is_empty()
+    })
+    .await;
+    other_owner.cleanup();
+    until("the closed tab gone from presence", || !names_present(&page).contains(&them)).await;
+    assert!(names_present(&page).contains(&me));
+}
+
+/// The tutorial's client (a plain socket, no subprotocol, `{source, content}` frames) is in the
+/// lobby: it and the app's lobby chat both ways, and a room's messages never reach it.
+#[wasm_bindgen_test]
+async fn the_tutorial_client_chats_with_the_app_in_the_lobby() {
+    use futures::{SinkExt, StreamExt};
+    use gloo_net::websocket::{futures::WebSocket, Message};
+
+    let (page, _app) = mount_app(options(relay(), "lobby-app"));
+    until("the page to connect", || status(&page) == "connected").await;
+    let (_room_owner, elsewhere) = open_socket(room_options(relay(), "roomy", &unique_room("x")));
+    let mut tutorial = WebSocket::open(&relay()).unwrap();
+    let tutor = unique("tutor");
+    let frame = serde_json::json!({ "source": tutor, "content": "hello from the tutorial" });
+    tutorial.send(Message::Text(frame.to_string())).await.unwrap();
+    until("the app's lobby to list it", || {
+        list_from(&page, "received-list", &tutor) == ["hello from the tutorial"]
+    })
+    .await;
+    until("the room tab connected", || elsewhere.state.get_untracked().is_open()).await;
+    elsewhere.send("not for the lobby").unwrap();
+    type_into(&by_testid(&page, "composer"), "hello tutorial");
+    by_testid::<HtmlButtonElement>(&page, "send").click();
+    let me = page_name(&page);
+    // Other tests chat in the lobby too: read until the app's message arrives.
+    loop {
+        let Some(Ok(Message::Text(text))) = tutorial.next().await else {
+            panic!("the tutorial socket closed")
+        };
+        let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_ne!(frame["content"], "not for the lobby", "a room's message reached the lobby");
+        if frame["source"] == me.as_str() {
+            assert_eq!(frame["content"], "hello tutorial");
+            break;
+        }
+    }
 }

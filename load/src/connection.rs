@@ -20,7 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
-use wschat_protocol::v1::{ServerFrame, SUBPROTOCOL};
+use wschat_protocol::rooms::LOBBY;
+use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
 use wschat_protocol::RelayFrame;
 
 use crate::plan::{Plan, Protocol};
@@ -251,7 +252,7 @@ pub(crate) async fn connection(ctx: Arc<Context>, index: usize) -> ConnectionRep
         tokio::select! {
             biased;
             () = ctx.stop.cancelled() => None,
-            opened = tokio::time::timeout(ctx.plan.connect_timeout, open(&ctx.plan)) => Some(opened),
+            opened = tokio::time::timeout(ctx.plan.connect_timeout, open(&ctx.plan, index)) => Some(opened),
         }
     };
     let socket = match opened {
@@ -289,11 +290,25 @@ enum OpenError {
     Handshake(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("the relay sent no welcome first ({0})")]
     NoWelcome(String),
+    #[error("the relay did not let it join {room} ({why})")]
+    NotJoined { room: String, why: String },
 }
 
-/// Opens a socket and, for v1, waits for the relay's welcome.
-async fn open(plan: &Plan) -> Result<Socket, OpenError> {
-    let mut request = plan.url.as_str().into_client_request()?;
+/// The name every v1 connection goes by (the `name` parameter of its URL): one name for the
+/// whole crowd, so that presence changes once, not with each sender's first message.
+const NAME: &str = "wschat-load";
+
+/// Opens connection `index`'s socket and, for v1, waits for the relay's welcome (with rooms, a
+/// refusal of the lobby will do: a crowd of load connections may fill it) and joins its room.
+async fn open(plan: &Plan, index: usize) -> Result<Socket, OpenError> {
+    let url = match plan.protocol {
+        Protocol::V1 => {
+            let separator = if plan.url.contains('?') { '&' } else { '?' };
+            format!("{}{separator}name={NAME}", plan.url)
+        }
+        Protocol::Tutorial => plan.url.clone(),
+    };
+    let mut request = url.as_str().into_client_request()?;
     if plan.protocol == Protocol::V1 {
         request
             .headers_mut()
@@ -308,26 +323,52 @@ async fn open(plan: &Plan) -> Result<Socket, OpenError> {
     // No Nagle: a lone message must not wait for the previous one's acknowledgement.
     let (mut socket, _response) =
         tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-    if plan.protocol == Protocol::V1 {
+    if plan.protocol == Protocol::Tutorial {
+        return Ok(socket);
+    }
+    match next_frame(&mut socket).await.map_err(OpenError::NoWelcome)? {
+        ServerFrame::Welcome { .. } => {}
+        ServerFrame::Error { room: Some(room), .. } if plan.rooms.is_some() && room == LOBBY => {}
+        other => return Err(OpenError::NoWelcome(format!("got {other:?}"))),
+    }
+    if plan.rooms.is_some() {
+        let room = plan.room(index);
+        let join = ClientFrame::Join { room: room.clone(), after: None };
+        socket.send(Message::text(join.to_json())).await?;
+        // Joined once `joined` arrives: every message of the room after it reaches this socket.
         loop {
-            match socket.next().await {
-                Some(Ok(Message::Text(text))) => match ServerFrame::from_json(text.as_str()) {
-                    Ok(ServerFrame::Welcome { .. }) => break,
-                    _ => return Err(OpenError::NoWelcome(format!("got {}", text.as_str()))),
-                },
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(OpenError::NoWelcome(format!(
-                        "closed with {}",
-                        frame.map_or(1005, |frame| u16::from(frame.code))
-                    )))
+            match next_frame(&mut socket).await {
+                Ok(ServerFrame::Joined { .. }) => break,
+                Ok(ServerFrame::Error { error, .. }) => {
+                    return Err(OpenError::NotJoined { room, why: error.code.as_str().into() })
                 }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return Err(error.into()),
-                None => return Err(OpenError::NoWelcome("the connection ended".into())),
+                Ok(_) => {}
+                Err(why) => return Err(OpenError::NotJoined { room, why }),
             }
         }
     }
     Ok(socket)
+}
+
+/// The next v1 frame while opening, or what ended the wait.
+async fn next_frame(socket: &mut Socket) -> Result<ServerFrame, String> {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                return ServerFrame::from_json(text.as_str())
+                    .map_err(|_| format!("got {}", text.as_str()))
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Err(format!(
+                    "closed with {}",
+                    frame.map_or(1005, |frame| u16::from(frame.code))
+                ))
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(error.to_string()),
+            None => return Err("the connection ended".into()),
+        }
+    }
 }
 
 /// A received frame that carries no stamp of this run.
@@ -338,6 +379,8 @@ enum Unstamped {
     Error(&'static str, Option<MessageId>),
     /// A chat message from someone else, a welcome, a history answer, a pong.
     Other,
+    /// About the rooms (presence, joins, typing): not counted.
+    Room,
     /// Nothing either protocol knows.
     Unknown,
 }
@@ -349,6 +392,15 @@ fn classify(text: &str, protocol: Protocol, run: RunId) -> Unstamped {
             Ok(ServerFrame::Error { error, id, .. }) => {
                 Unstamped::Error(error.code.as_str(), id.and_then(|id| MessageId::parse(&id, run)))
             }
+            Ok(
+                ServerFrame::Presence { .. }
+                | ServerFrame::Joined { .. }
+                | ServerFrame::Left { .. }
+                | ServerFrame::Rooms { .. }
+                | ServerFrame::Typing { .. }
+                // The first history page after a join.
+                | ServerFrame::History { request_id: 0, .. },
+            ) => Unstamped::Room,
             Ok(_) => Unstamped::Other,
             Err(_) => Unstamped::Unknown,
         },
@@ -403,6 +455,7 @@ async fn receive(mut socket: Socket, ctx: &Context, index: usize, report: &mut C
                 Unstamped::Error(code, _) => report.errors.push(format!("error frame: {code}")),
                 Unstamped::Unknown => report.errors.push("unrecognised frame".into()),
                 Unstamped::Ack(_) | Unstamped::Other => report.foreign += 1,
+                Unstamped::Room => {}
             },
         }
     }
@@ -463,8 +516,9 @@ async fn write_messages(
     report: &mut ConnectionReport,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let plan = &ctx.plan;
-    let template =
-        FrameTemplate::new(plan.protocol, ctx.run, &format!("load-{index}"), plan.message_bytes);
+    let room = plan.room(index);
+    let source = format!("load-{index}");
+    let template = FrameTemplate::new(plan.protocol, ctx.run, &room, &source, plan.message_bytes);
     let sender = u16::try_from(index).unwrap_or(u16::MAX);
     let id = |counter: u64, probe: bool| match plan.protocol {
         Protocol::V1 => Some(MessageId { sender, probe, counter }),
@@ -641,7 +695,7 @@ async fn read_as_sender(
                     latencies.record(now.saturating_sub(sent_at));
                     window.add_permits(1);
                 }
-                Unstamped::Ack(_) | Unstamped::Other => {}
+                Unstamped::Ack(_) | Unstamped::Other | Unstamped::Room => {}
                 Unstamped::Error(code, id) => {
                     report.errors.push(format!("error frame: {code}"));
                     if id.is_some_and(|id| ours(&id)) {

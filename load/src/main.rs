@@ -79,6 +79,11 @@ struct Args {
     /// After sending, how long to wait for outstanding deliveries while none arrives.
     #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
     drain: Duration,
+    /// v1: spread the connections over N rooms (connection i joins room load-{i mod N}, senders
+    /// included, so give at least N senders); each message is expected by the receivers of its
+    /// room only. Without it, everyone is in the lobby.
+    #[arg(long, value_name = "N")]
+    rooms: Option<usize>,
     /// Print JSON lines on standard output instead of the summary for people: one
     /// {"event":"connected",...} when every connection has opened or failed, then the summary
     /// as one {"event":"summary",...} object.
@@ -111,6 +116,7 @@ impl Args {
             connect_concurrency: self.connect_concurrency,
             connect_timeout: self.connect_timeout,
             drain: self.drain,
+            rooms: self.rooms,
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct Plan {
     /// After the last send, how long to keep waiting for outstanding deliveries and acks while
     /// none arrives.
     pub drain: Duration,
+    /// v1 only: spread the connections over this many rooms (connection `i` joins room
+    /// `load-{i % rooms}`, senders included); `None`: everyone in the lobby.
+    pub rooms: Option<usize>,
 }
 
 impl Plan {
@@ -77,6 +80,29 @@ impl Plan {
             connect_concurrency: 200,
             connect_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(3),
+            rooms: None,
+        }
+    }
+
+    /// How many rooms the connections are spread over (1: the lobby alone).
+    #[must_use]
+    pub fn room_count(&self) -> usize {
+        self.rooms.unwrap_or(1).max(1)
+    }
+
+    /// Which of the rooms connection `index` is in (0 to `room_count() - 1`).
+    #[must_use]
+    pub fn room_index(&self, index: usize) -> usize {
+        index % self.room_count()
+    }
+
+    /// The name of the room connection `index` posts in and reads: `load-N` with `rooms`, else
+    /// the lobby.
+    #[must_use]
+    pub fn room(&self, index: usize) -> String {
+        match self.rooms {
+            Some(_) => format!("load-{}", self.room_index(index)),
+            None => wschat_protocol::rooms::LOBBY.to_owned(),
         }
     }
 
@@ -123,6 +149,11 @@ impl Plan {
         if self.window == 0 || self.connect_concurrency == 0 {
             return Err(PlanError::Zero);
         }
+        match self.rooms {
+            Some(0) => return Err(PlanError::Rooms),
+            Some(_) if self.protocol != Protocol::V1 => return Err(PlanError::RoomsNeedV1),
+            _ => {}
+        }
         if let Some(origin) = &self.origin {
             if origin.is_empty() || !origin.bytes().all(|byte| byte.is_ascii_graphic()) {
                 return Err(PlanError::Origin(origin.clone()));
@@ -149,6 +180,10 @@ pub enum PlanError {
     Zero,
     #[error("the origin must be a URL origin such as http://127.0.0.1:8080, not {0:?}")]
     Origin(String),
+    #[error("at least one room is needed")]
+    Rooms,
+    #[error("rooms need the v1 protocol: the tutorial's knows only the lobby")]
+    RoomsNeedV1,
 }
 
 #[cfg(test)]
@@ -181,6 +216,19 @@ mod tests {
             Plan { message_bytes: 10, ..plan.clone() }.check(),
             Err(PlanError::MessageBytes(10))
         );
-        assert_eq!(Plan { rate: -1.0, ..plan }.check(), Err(PlanError::Rate(-1.0)));
+        assert_eq!(Plan { rate: -1.0, ..plan.clone() }.check(), Err(PlanError::Rate(-1.0)));
+        assert_eq!(Plan { rooms: Some(0), ..plan.clone() }.check(), Err(PlanError::Rooms));
+        let tutorial = Plan { protocol: Protocol::Tutorial, rooms: Some(2), ..plan };
+        assert_eq!(tutorial.check(), Err(PlanError::RoomsNeedV1));
+    }
+
+    /// With rooms, connections go round them in turn, senders included.
+    #[test]
+    fn connections_are_spread_over_the_rooms() {
+        let plan = Plan { rooms: Some(3), ..Plan::new("ws://x") };
+        let rooms: Vec<_> = (0..5).map(|index| plan.room(index)).collect();
+        assert_eq!(rooms, ["load-0", "load-1", "load-2", "load-0", "load-1"]);
+        assert_eq!(Plan::new("ws://x").room(4), "lobby");
+        assert_eq!(Plan::new("ws://x").room_index(4), 0);
     }
 }

@@ -148,7 +148,9 @@ impl<F: FnMut(Event)> Monitor<'_, F> {
         if senders == 0 {
             return None;
         }
-        if receivers > 0 {
+        // With rooms, each connection was admitted once its `joined` came: no probe is needed
+        // (nor could one sender's reach every room).
+        if receivers > 0 && plan.rooms.is_none() {
             ctx.receivers_held.store(receivers, Relaxed);
             ctx.phase.send_replace(Phase::Probing);
             self.until(Stage::Probing, |_| {
@@ -179,9 +181,14 @@ impl<F: FnMut(Event)> Monitor<'_, F> {
         let mut last_progress = Instant::now();
         self.until(Stage::Draining, |totals| {
             let senders = &ctx.slots[..plan.senders];
-            let receivers = &ctx.slots[plan.senders..];
-            let delivered = receivers.iter().all(|slot| {
-                slot.state() != State::Open || slot.deliveries.load(Relaxed) >= totals.sent
+            // What each room's receivers should have: what its senders sent.
+            let mut sent = vec![0; plan.room_count()];
+            for (index, slot) in senders.iter().enumerate() {
+                sent[plan.room_index(index)] += slot.sent.load(Relaxed);
+            }
+            let delivered = ctx.slots.iter().enumerate().skip(plan.senders).all(|(index, slot)| {
+                slot.state() != State::Open
+                    || slot.deliveries.load(Relaxed) >= sent[plan.room_index(index)]
             });
             let acked = plan.protocol == Protocol::Tutorial
                 || senders.iter().all(|slot| {

@@ -185,16 +185,23 @@ pub struct FrameTemplate {
 }
 
 impl FrameTemplate {
-    /// The frame `source` sends in `protocol`, with a content of `content_bytes` bytes (at least
-    /// [`STAMP_BYTES`]; shorter is raised to that).
+    /// The frame `source` sends in `protocol` (in v1, to `room`), with a content of
+    /// `content_bytes` bytes (at least [`STAMP_BYTES`]; shorter is raised to that).
     #[must_use]
-    pub fn new(protocol: Protocol, run: RunId, source: &str, content_bytes: usize) -> Self {
+    pub fn new(
+        protocol: Protocol,
+        run: RunId,
+        room: &str,
+        source: &str,
+        content_bytes: usize,
+    ) -> Self {
         let mut content = format!("{MARKER}{:08x} m{:012x} ", run.0, 0);
         let padding = content_bytes.saturating_sub(content.len());
         content.extend(std::iter::repeat_n('.', padding));
         let text = match protocol {
             Protocol::Tutorial => ChatMessage { source: source.to_owned(), content }.to_json(),
             Protocol::V1 => ClientFrame::Message {
+                room: room.to_owned(),
                 id: MessageId::PLACEHOLDER.to_owned(),
                 source: source.to_owned(),
                 content,
@@ -252,7 +259,7 @@ mod tests {
     #[test]
     fn tutorial_frame_round_trip() {
         let run = RunId(0xdead_beef);
-        let template = FrameTemplate::new(Protocol::Tutorial, run, "load-0", 100);
+        let template = FrameTemplate::new(Protocol::Tutorial, run, "lobby", "load-0", 100);
         let text = template.render(Stamp { kind: Kind::Measured, sent_at: 123_456_789 }, None);
         let message = ChatMessage::from_json(&text).unwrap();
         assert_eq!(message.source, "load-0");
@@ -269,14 +276,15 @@ mod tests {
     #[test]
     fn v1_frame_carries_its_id() {
         let run = RunId(7);
-        let template = FrameTemplate::new(Protocol::V1, run, "load-3", 10);
+        let template = FrameTemplate::new(Protocol::V1, run, "load-1", "load-3", 10);
         let id = MessageId { sender: 3, probe: true, counter: 42 };
         let text = template.render(Stamp { kind: Kind::Probe, sent_at: 5 }, Some(id));
-        let ClientFrame::Message { id: wire_id, content, .. } =
+        let ClientFrame::Message { room, id: wire_id, content, .. } =
             ClientFrame::from_json(&text).unwrap()
         else {
             panic!("not a message: {text}");
         };
+        assert_eq!(room, "load-1");
         assert_eq!(content.len(), STAMP_BYTES, "raised to the stamp's size");
         assert_eq!(MessageId::parse(&wire_id, run), Some(id));
         assert_eq!(MessageId::parse(&wire_id, RunId(8)), None);

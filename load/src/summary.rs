@@ -18,6 +18,8 @@ pub struct Summary {
     pub event: &'static str,
     pub url: String,
     pub protocol: &'static str,
+    /// The rooms the connections were spread over (`--rooms`); `null`: all in the lobby.
+    pub rooms: Option<usize>,
     pub connections: Connections,
     /// Connections that opened and send.
     pub senders: usize,
@@ -62,7 +64,8 @@ pub struct Messages {
 pub struct Deliveries {
     /// This run's messages received by the receivers (senders' own copies are not counted).
     pub count: u64,
-    /// Messages sent × receivers that opened.
+    /// Messages sent × receivers that opened (with rooms, in each room: its messages × its
+    /// receivers).
     pub expected: u64,
     pub missing: u64,
     /// First message sent to last delivery.
@@ -118,6 +121,9 @@ impl Summary {
         let (mut sent, mut deliveries, mut acks, mut foreign) = (0, 0, 0, 0);
         let (mut last_send, mut last_delivery, mut last_ack) = (0, 0, 0);
         let (mut senders, mut receivers, mut opened, mut closed_by_relay) = (0, 0, 0, 0);
+        // Per room: messages its senders sent, and its receivers that opened.
+        let mut room_sent = vec![0_u64; plan.room_count()];
+        let mut room_receivers = vec![0_u64; plan.room_count()];
         for (index, report) in reports.into_iter().enumerate() {
             if report.opened {
                 opened += 1;
@@ -125,8 +131,10 @@ impl Summary {
                     senders += 1;
                 } else {
                     receivers += 1;
+                    room_receivers[plan.room_index(index)] += 1;
                 }
             }
+            room_sent[plan.room_index(index)] += report.sent;
             sent += report.sent;
             deliveries += report.deliveries;
             acks += report.acks;
@@ -146,7 +154,7 @@ impl Summary {
         let seconds = |last: u64| last.saturating_sub(start) as f64 / 1e6;
         let rate =
             |count: u64, seconds: f64| if seconds > 0.0 { count as f64 / seconds } else { 0.0 };
-        let expected = sent * receivers as u64;
+        let expected = room_sent.iter().zip(&room_receivers).map(|(sent, to)| sent * to).sum();
         let messages = Messages {
             sent,
             seconds: seconds(last_send),
@@ -156,6 +164,7 @@ impl Summary {
             event: "summary",
             url: plan.url.clone(),
             protocol: plan.protocol.as_str(),
+            rooms: plan.rooms,
             connections: Connections {
                 requested: plan.connections,
                 opened,
@@ -238,9 +247,13 @@ impl fmt::Display for Summary {
         let c = &self.connections;
         writeln!(
             f,
-            "wschat-load: {} ({} protocol){}",
+            "wschat-load: {} ({} protocol{}){}",
             self.url,
             self.protocol,
+            match self.rooms {
+                Some(rooms) => format!(", {} rooms", grouped(rooms as u64)),
+                None => String::new(),
+            },
             if self.interrupted { ", interrupted" } else { "" }
         )?;
         writeln!(

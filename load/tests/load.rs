@@ -185,3 +185,26 @@ async fn no_relay_no_run() {
         other => panic!("expected no connection, got {other:?}"),
     }
 }
+
+/// With rooms, each message reaches the receivers of its room only, and the counts say so: 3
+/// rooms of 4 connections (one sender each), 30 messages per room, 90 deliveries in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_rooms_deliver_within_each_room() {
+    let relay = WschatRelay::start(unlimited()).await;
+    let plan = Plan {
+        connections: 12,
+        senders: 3,
+        rate: 0.0,
+        messages: Some(90),
+        rooms: Some(3),
+        drain: Duration::from_secs(5),
+        ..Plan::new(relay.url())
+    };
+    let summary = run(plan).await;
+    assert_eq!((summary.senders, summary.receivers), (3, 9));
+    assert_eq!(summary.messages.sent, 90);
+    assert_eq!(summary.deliveries.expected, 270, "30 messages to 3 receivers in each room");
+    assert_eq!(summary.deliveries.count, 270);
+    assert_eq!(summary.acks.as_ref().map(|acks| acks.count), Some(90));
+    assert!(summary.is_clean(), "{summary}");
+}

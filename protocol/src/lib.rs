@@ -5,7 +5,8 @@
 //! accept is answered, to its sender only, with `{"error": {"code": ..., "message": ...}}`.
 //!
 //! Clients that negotiate the `wschat.v1` subprotocol speak the tagged envelopes of [`v1`]
-//! instead: numbered messages, acknowledgements, history and heartbeats.
+//! instead: rooms, numbered messages, acknowledgements, history, presence and heartbeats. Room
+//! names and the patterns tokens grant rooms by are [`rooms`]'s.
 //!
 //! Both sides encode and decode through this crate, so no field name is ever spelled by hand
 //! anywhere else.
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod limits;
 mod object;
+pub mod rooms;
 pub mod v1;
 
 pub use object::{DecodeError, JsonObject};
@@ -122,6 +124,18 @@ pub enum ErrorCode {
     /// The relay cannot store messages right now (its disk or its database is failing): the
     /// message was not taken; send it again later.
     Unavailable,
+    /// The room name is not one (see [`rooms::room_name`]).
+    RoomInvalid,
+    /// The client's token does not let it join this room, or post in it.
+    Forbidden,
+    /// The frame names a room the client has not joined.
+    NotJoined,
+    /// The client is in as many rooms as one connection may be: leave one first.
+    TooManyRooms,
+    /// The room has as many members as the relay allows in one room.
+    RoomFull,
+    /// The relay holds as many rooms as it allows: a new one cannot be opened now.
+    RoomsFull,
 }
 
 impl ErrorCode {
@@ -138,11 +152,17 @@ impl ErrorCode {
             Self::ContentInvalid => "the message content is not acceptable",
             Self::TooLong => "the message is too long",
             Self::Unavailable => "the relay cannot store messages right now; try again shortly",
+            Self::RoomInvalid => "the room name is not acceptable",
+            Self::Forbidden => "this room is not open to you",
+            Self::NotJoined => "join the room first",
+            Self::TooManyRooms => "you are in as many rooms as one connection may be: leave one",
+            Self::RoomFull => "the room is full",
+            Self::RoomsFull => "the relay cannot open more rooms right now",
         }
     }
 
     /// Every code.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 13] = [
         Self::InvalidJson,
         Self::InvalidMessage,
         Self::BinaryFrame,
@@ -150,6 +170,12 @@ impl ErrorCode {
         Self::ContentInvalid,
         Self::TooLong,
         Self::Unavailable,
+        Self::RoomInvalid,
+        Self::Forbidden,
+        Self::NotJoined,
+        Self::TooManyRooms,
+        Self::RoomFull,
+        Self::RoomsFull,
     ];
 
     /// The code with this wire name.
@@ -169,6 +195,12 @@ impl ErrorCode {
             Self::ContentInvalid => "content_invalid",
             Self::TooLong => "too_long",
             Self::Unavailable => "unavailable",
+            Self::RoomInvalid => "room_invalid",
+            Self::Forbidden => "forbidden",
+            Self::NotJoined => "not_joined",
+            Self::TooManyRooms => "too_many_rooms",
+            Self::RoomFull => "room_full",
+            Self::RoomsFull => "rooms_full",
         }
     }
 }
@@ -319,20 +351,26 @@ mod tests {
         }
     }
 
-    /// `as_str` spells every code as serde does on the wire.
+    /// `as_str` spells every code as serde does on the wire, `from_name` reads it back, `ALL`
+    /// holds each code once, the room codes among them.
     #[test]
     fn wire_names_match_serde() {
-        use ErrorCode::*;
-        for code in [
-            InvalidJson,
-            InvalidMessage,
-            BinaryFrame,
-            SourceInvalid,
-            ContentInvalid,
-            TooLong,
-            Unavailable,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
+            assert_eq!(
+                serde_json::from_str::<ErrorCode>(&format!("\"{}\"", code.as_str())).unwrap(),
+                code
+            );
+            assert_eq!(ErrorCode::from_name(code.as_str()), Some(code));
+            assert!(!code.describe().is_empty());
+        }
+        let names: std::collections::BTreeSet<_> =
+            ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for name in
+            ["room_invalid", "forbidden", "not_joined", "too_many_rooms", "room_full", "rooms_full"]
+        {
+            assert!(names.contains(name), "{name}");
         }
     }
 

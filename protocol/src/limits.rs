@@ -38,6 +38,18 @@ impl MessageLimits {
     /// or [`ErrorCode::ContentInvalid`] for blank fields and control characters,
     /// [`ErrorCode::TooLong`] for fields over the limits.
     pub fn check(&self, source: &str, content: &str) -> Result<(), WireError> {
+        self.check_source(source)?;
+        check_field("content", content, self.max_content_chars, ErrorCode::ContentInvalid, |c| {
+            matches!(c, '\n' | '\r' | '\t')
+        })
+    }
+
+    /// Checks a name alone, as [`MessageLimits::check`] checks a message's `source` (the relay
+    /// checks the name a client gives in its socket's URL this way).
+    ///
+    /// # Errors
+    /// As [`MessageLimits::check`] for the `source`.
+    pub fn check_source(&self, source: &str) -> Result<(), WireError> {
         check_field("source", source, self.max_source_chars, ErrorCode::SourceInvalid, |_| false)?;
         if let Some(bidi) = source.chars().find(|&c| is_bidi_control(c)) {
             return Err(WireError::new(
@@ -48,9 +60,7 @@ impl MessageLimits {
                 ),
             ));
         }
-        check_field("content", content, self.max_content_chars, ErrorCode::ContentInvalid, |c| {
-            matches!(c, '\n' | '\r' | '\t')
-        })
+        Ok(())
     }
 }
 

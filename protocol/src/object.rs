@@ -19,6 +19,8 @@ pub trait JsonObject: Sized {
     fn object(&self, key: &str) -> Option<Self>;
     /// A field holding an array of objects (`None` if any element is not an object).
     fn objects(&self, key: &str) -> Option<Vec<Self>>;
+    /// A field holding an array of strings (`None` if any element is not a string).
+    fn strings(&self, key: &str) -> Option<Vec<String>>;
     /// Whether the field is present (whatever its type).
     fn has(&self, key: &str) -> bool;
 
@@ -90,6 +92,14 @@ pub trait JsonObject: Sized {
     fn required_objects(&self, field: &'static str) -> Result<Vec<Self>, DecodeError> {
         self.objects(field).ok_or(DecodeError { field, expected: "an array of objects" })
     }
+
+    /// A required field holding an array of strings.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the field when it is missing or not an array of strings.
+    fn required_strings(&self, field: &'static str) -> Result<Vec<String>, DecodeError> {
+        self.strings(field).ok_or(DecodeError { field, expected: "an array of strings" })
+    }
 }
 
 /// Why a parsed object is not the frame it should be.
@@ -129,6 +139,10 @@ impl JsonObject for serde_json::Value {
     fn objects(&self, key: &str) -> Option<Vec<Self>> {
         let items = self.get(key)?.as_array()?;
         items.iter().all(serde_json::Value::is_object).then(|| items.clone())
+    }
+
+    fn strings(&self, key: &str) -> Option<Vec<String>> {
+        self.get(key)?.as_array()?.iter().map(|item| item.as_str().map(str::to_owned)).collect()
     }
 
     fn has(&self, key: &str) -> bool {

@@ -1,28 +1,40 @@
 //! Protocol v1: tagged JSON envelopes, negotiated with `Sec-WebSocket-Protocol: wschat.v1`.
 //!
 //! A client that asks for no subprotocol keeps the tutorial's plain `{source, content}` frames
-//! ([`crate::ChatMessage`]); both kinds share one conversation.
+//! ([`crate::ChatMessage`]) and is in the room [`LOBBY`] only; v1 clients start there too and
+//! join further rooms by name, all on one socket.
 //!
 //! Every frame is a JSON object whose `"type"` says what it is:
 //!
 //! | direction | `type` | meaning |
 //! |---|---|---|
-//! | relay → client | `welcome` | sent first: the relay's `epoch`, `latest_seq` and the oldest seq it still holds |
-//! | client → relay | `message` | a chat message with the client-made `id` (a UUID) |
-//! | relay → client | `ack` | the relay has the message `id`, as number `seq` (`duplicate` when it had it already) |
-//! | relay → client | `message` | a message from anyone, with its `seq`, `id` and the relay's time `sent_at_ms` |
-//! | client → relay | `history` | "send me what you have after `after_seq`", with a `request_id` |
-//! | relay → client | `history` | the answer, with the same `request_id`; `more` when it was cut at the relay's size bound for one answer (ask again after its last seq) |
+//! | relay → client | `welcome` | sent first: the lobby's `epoch`, `latest_seq` and the oldest seq it still holds (the client is in the lobby from then on) |
+//! | client → relay | `join` | join a `room` (created if new); `after: {epoch, seq}` to resume where the client stopped |
+//! | relay → client | `joined` | the client is in `room`: its `epoch`, `latest_seq`, `oldest_seq` and `members`; then its `presence` and the first page of its `history` (`request_id` 0) |
+//! | client → relay | `leave` | leave a `room` |
+//! | relay → client | `left` | the client is no longer in `room` |
+//! | client → relay | `rooms` | "which rooms are there?" |
+//! | relay → client | `rooms` | the rooms with members that this client may join, each with its count of `members` |
+//! | relay → client | `presence` | who is in `room`, by name (several tabs of one name count once): on joining, and whenever that changes |
+//! | client → relay | `typing` | "I am typing in `room`" (at most one a second per room is passed on) |
+//! | relay → client | `typing` | `name` is typing in `room` (never stored or numbered) |
+//! | client → relay | `message` | a chat message for a `room` (default `lobby`) with the client-made `id` (a UUID) |
+//! | relay → client | `ack` | the relay has the message `id` in `room`, as number `seq` (`duplicate` when it had it already) |
+//! | relay → client | `message` | a message from anyone in `room`, with its `seq`, `id` and the relay's time `sent_at_ms` |
+//! | client → relay | `history` | "send me what `room` (default `lobby`) has after `after_seq`", with a `request_id` |
+//! | relay → client | `history` | the answer, with the same `request_id` and `room`; `more` when it was cut at the relay's size bound for one answer (ask again after its last seq) |
 //! | client → relay | `ping` | heartbeat, with a `request_id`; answered by a `pong` |
 //! | relay → client | `pong` | the answer to a `ping`, with its `request_id` |
-//! | relay → client | `error` | a frame was refused; `id`/`request_id` name it when known |
+//! | relay → client | `error` | a frame was refused; `room`/`id`/`request_id` name it when known |
 //!
-//! Sequence numbers start at 1 and grow by one per message within an `epoch`. The epoch changes
-//! when the relay loses its history (a restart without `--data-dir`): a client that sees another
-//! epoch than the one it knew must not mix the two numberings.
+//! Sequence numbers start at 1 in each room and grow by one per message within that room's
+//! `epoch`. A room's epoch changes when the relay loses its history (a restart without
+//! `--data-dir`): a client that sees another epoch than the one it knew must not mix the two
+//! numberings.
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::rooms::LOBBY;
 use crate::{DecodeError, ErrorCode, JsonObject, WireError};
 
 /// The subprotocol name a v1 client asks for.
@@ -31,7 +43,7 @@ pub const SUBPROTOCOL: &str = "wschat.v1";
 /// A message as the relay numbered, stored and delivers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
-    /// Position in the conversation, from 1, without gaps within an epoch.
+    /// Position in the room's conversation, from 1, without gaps within an epoch.
     pub seq: u64,
     /// The sender's id for the message (a UUID; the relay makes one for tutorial clients).
     pub id: String,
@@ -43,6 +55,30 @@ pub struct StoredMessage {
     pub sent_at_ms: u64,
 }
 
+/// Where a client stopped in a room: the epoch it knew and the last seq up to which it has every
+/// message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The room's epoch as the client last saw it.
+    pub epoch: String,
+    /// The last seq the client has (with everything before it).
+    pub seq: u64,
+}
+
+/// A room in the answer to [`ClientFrame::Rooms`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// Its name.
+    pub room: String,
+    /// The connections in it now (a person with two tabs counts twice).
+    pub members: u64,
+}
+
+/// The room old clients mean: frames from before rooms existed name none.
+fn lobby() -> String {
+    LOBBY.to_owned()
+}
+
 /// Every frame a v1 client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -50,6 +86,9 @@ pub enum ClientFrame {
     /// A new chat message. Sending the same `id` again is safe: the relay acks it once more and
     /// relays it only once.
     Message {
+        /// The room it is for (the client must have joined it); `lobby` when absent.
+        #[serde(default = "lobby")]
+        room: String,
         /// Client-made UUID, unique per message.
         id: String,
         /// Who wrote it.
@@ -57,9 +96,12 @@ pub enum ClientFrame {
         /// What was written.
         content: String,
     },
-    /// Asks for the stored messages after `after_seq` (0: all the relay holds).
+    /// Asks for the stored messages of `room` after `after_seq` (0: all the relay holds).
     History {
-        /// Echoed in the answer.
+        /// The room (the client must have joined it); `lobby` when absent.
+        #[serde(default = "lobby")]
+        room: String,
+        /// Echoed in the answer. 0 is what answers to a `join` carry: use others.
         request_id: u64,
         /// The last seq the client already has.
         after_seq: u64,
@@ -69,25 +111,57 @@ pub enum ClientFrame {
         /// Echoed in the pong.
         request_id: u64,
     },
+    /// Joins a room, creating it if nobody is in it: answered by [`ServerFrame::Joined`], the
+    /// room's [`ServerFrame::Presence`] and the first page of its history. Joining a room the
+    /// client is in already answers the same way (a resync).
+    Join {
+        /// The room's name (see [`crate::rooms::room_name`]).
+        room: String,
+        /// Where the client stopped, if it was in the room before: the history then starts
+        /// after it when the epoch is still the room's, else from the oldest message kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Position>,
+    },
+    /// Leaves a room: answered by [`ServerFrame::Left`].
+    Leave {
+        /// The room.
+        room: String,
+    },
+    /// Asks which rooms there are: answered by [`ServerFrame::Rooms`].
+    Rooms {},
+    /// The user is typing in `room`: passed on to its other members, at most once a second.
+    Typing {
+        /// The room (the client must have joined it, and may post in it).
+        room: String,
+    },
 }
 
 /// Every frame the relay sends to a v1 client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
-    /// The first frame on every connection.
+    /// The first frame on every connection that is in the lobby: the lobby's state, as in a
+    /// [`ServerFrame::Joined`].
     Welcome {
-        /// Identifies the relay's history; changes when that history is lost.
+        /// Identifies the lobby's history; changes when that history is lost.
         epoch: String,
         /// The newest seq (0: no message yet).
         latest_seq: u64,
         /// The oldest seq still stored (`latest_seq + 1` when none is).
         oldest_seq: u64,
     },
-    /// A message, live or (within a history answer) stored.
-    Message(StoredMessage),
-    /// The relay has the client's message `id` as `seq`.
+    /// A message just posted in `room` (stored ones come in [`ServerFrame::History`]).
+    Message {
+        /// The room it was posted in.
+        room: String,
+        /// The message.
+        #[serde(flatten)]
+        message: StoredMessage,
+    },
+    /// The relay has the client's message `id` as `seq` in `room`.
     Ack {
+        /// The room it was posted in.
+        room: String,
         /// The client's id for the message.
         id: String,
         /// Its number.
@@ -95,9 +169,11 @@ pub enum ServerFrame {
         /// True when the relay already had it (a re-send after a reconnect): not relayed again.
         duplicate: bool,
     },
-    /// The answer to a [`ClientFrame::History`].
+    /// The answer to a [`ClientFrame::History`], or the history sent after a [`ServerFrame::Joined`].
     History {
-        /// The request's id.
+        /// The room.
+        room: String,
+        /// The request's id (0 after a join).
         request_id: u64,
         /// The epoch the seqs belong to.
         epoch: String,
@@ -120,6 +196,9 @@ pub enum ServerFrame {
     Error {
         /// What was wrong.
         error: WireError,
+        /// The room the refused frame named, when it named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
         /// The refused message's id, when it had one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
@@ -127,7 +206,52 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<u64>,
     },
+    /// The client is in `room` (after a [`ClientFrame::Join`]).
+    Joined {
+        /// The room, spelled as the relay spells it (lower-case).
+        room: String,
+        /// Identifies the room's history; changes when that history is lost.
+        epoch: String,
+        /// The newest seq (0: no message yet).
+        latest_seq: u64,
+        /// The oldest seq still stored (`latest_seq + 1` when none is).
+        oldest_seq: u64,
+        /// Connections in the room now, this one included.
+        members: u64,
+    },
+    /// The client is no longer in `room` (after a [`ClientFrame::Leave`]).
+    Left {
+        /// The room.
+        room: String,
+    },
+    /// The answer to [`ClientFrame::Rooms`]: the rooms with members that this client may join,
+    /// most members first.
+    Rooms {
+        /// The rooms.
+        rooms: Vec<RoomInfo>,
+    },
+    /// Who is in `room`: sent on joining it and whenever the set of names changes.
+    Presence {
+        /// The room.
+        room: String,
+        /// The names of its members, sorted, each once however many tabs it has open; at most
+        /// [`MAX_PRESENCE_NAMES`] of them (the first in that order).
+        names: Vec<String>,
+        /// How many different names are in the room (more than `names` holds when it was cut).
+        count: u64,
+    },
+    /// `name` is typing in `room`. Nothing follows when they stop: show it for a few seconds.
+    Typing {
+        /// The room.
+        room: String,
+        /// Who.
+        name: String,
+    },
 }
+
+/// The most names one [`ServerFrame::Presence`] lists: a list of people beside a conversation,
+/// and a bound on what every change costs in a crowded room.
+pub const MAX_PRESENCE_NAMES: usize = 100;
 
 impl ClientFrame {
     /// Encodes the frame as JSON text.
@@ -208,13 +332,18 @@ impl ServerFrame {
                 latest_seq: object.required_u64("latest_seq")?,
                 oldest_seq: object.required_u64("oldest_seq")?,
             },
-            "message" => Self::Message(StoredMessage::from_object(object)?),
+            "message" => Self::Message {
+                room: object.required_string("room")?,
+                message: StoredMessage::from_object(object)?,
+            },
             "ack" => Self::Ack {
+                room: object.required_string("room")?,
                 id: object.required_string("id")?,
                 seq: object.required_u64("seq")?,
                 duplicate: object.required_bool("duplicate")?,
             },
             "history" => Self::History {
+                room: object.required_string("room")?,
                 request_id: object.required_u64("request_id")?,
                 epoch: object.required_string("epoch")?,
                 messages: object
@@ -231,11 +360,46 @@ impl ServerFrame {
             "pong" => Self::Pong { request_id: object.required_u64("request_id")? },
             "error" => Self::Error {
                 error: WireError::from_object(&object.required_object("error")?)?,
+                room: object.optional_string("room")?,
                 id: object.optional_string("id")?,
                 request_id: object.optional_u64("request_id")?,
             },
+            "joined" => Self::Joined {
+                room: object.required_string("room")?,
+                epoch: object.required_string("epoch")?,
+                latest_seq: object.required_u64("latest_seq")?,
+                oldest_seq: object.required_u64("oldest_seq")?,
+                members: object.required_u64("members")?,
+            },
+            "left" => Self::Left { room: object.required_string("room")? },
+            "rooms" => Self::Rooms {
+                rooms: object
+                    .required_objects("rooms")?
+                    .iter()
+                    .map(RoomInfo::from_object)
+                    .collect::<Result<_, _>>()?,
+            },
+            "presence" => Self::Presence {
+                room: object.required_string("room")?,
+                names: object.required_strings("names")?,
+                count: object.required_u64("count")?,
+            },
+            "typing" => Self::Typing {
+                room: object.required_string("room")?,
+                name: object.required_string("name")?,
+            },
             _ => return Err(DecodeError { field: "type", expected: "a known frame type" }),
         })
+    }
+}
+
+impl RoomInfo {
+    /// Decodes a room of a [`ServerFrame::Rooms`] answer from an object parsed elsewhere.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the field that is missing or of the wrong type.
+    pub fn from_object<O: JsonObject>(object: &O) -> Result<Self, DecodeError> {
+        Ok(Self { room: object.required_string("room")?, members: object.required_u64("members")? })
     }
 }
 
@@ -260,47 +424,148 @@ mod tests {
         }
     }
 
-    /// The documented shapes, byte for byte: what other clients can be written against.
+    /// The documented shapes of client frames, byte for byte: what other clients can be written
+    /// against.
     #[test]
-    fn frames_have_the_documented_shape() {
-        let cases: [(&str, ClientFrame); 3] = [
+    fn client_frames_have_the_documented_shape() {
+        let cases: [(&str, ClientFrame); 8] = [
             (
-                r#"{"type":"message","id":"m1","source":"ada","content":"hi"}"#,
+                r#"{"type":"message","room":"lobby","id":"m1","source":"ada","content":"hi"}"#,
                 ClientFrame::Message {
+                    room: LOBBY.into(),
                     id: "m1".into(),
                     source: "ada".into(),
                     content: "hi".into(),
                 },
             ),
             (
-                r#"{"type":"history","request_id":7,"after_seq":41}"#,
-                ClientFrame::History { request_id: 7, after_seq: 41 },
+                r#"{"type":"history","room":"team-a","request_id":7,"after_seq":41}"#,
+                ClientFrame::History { room: "team-a".into(), request_id: 7, after_seq: 41 },
             ),
             (r#"{"type":"ping","request_id":9}"#, ClientFrame::Ping { request_id: 9 }),
+            (
+                r#"{"type":"join","room":"team-a"}"#,
+                ClientFrame::Join { room: "team-a".into(), after: None },
+            ),
+            (
+                r#"{"type":"join","room":"team-a","after":{"epoch":"e","seq":12}}"#,
+                ClientFrame::Join {
+                    room: "team-a".into(),
+                    after: Some(Position { epoch: "e".into(), seq: 12 }),
+                },
+            ),
+            (r#"{"type":"leave","room":"team-a"}"#, ClientFrame::Leave { room: "team-a".into() }),
+            (r#"{"type":"rooms"}"#, ClientFrame::Rooms {}),
+            (r#"{"type":"typing","room":"team-a"}"#, ClientFrame::Typing { room: "team-a".into() }),
         ];
         for (text, frame) in cases {
             assert_eq!(frame.to_json(), text);
             assert_eq!(ClientFrame::from_json(text).unwrap(), frame);
         }
-        let server: [(&str, ServerFrame); 4] = [
+    }
+
+    /// Clients from before rooms name no room in messages and history requests: they mean the
+    /// lobby. Extra fields are ignored, also in the frames without any.
+    #[test]
+    fn frames_without_a_room_are_for_the_lobby() {
+        assert_eq!(
+            ClientFrame::from_json(r#"{"type":"message","id":"m1","source":"ada","content":"hi"}"#)
+                .unwrap(),
+            ClientFrame::Message {
+                room: LOBBY.into(),
+                id: "m1".into(),
+                source: "ada".into(),
+                content: "hi".into()
+            }
+        );
+        assert_eq!(
+            ClientFrame::from_json(r#"{"type":"history","request_id":1,"after_seq":0}"#).unwrap(),
+            ClientFrame::History { room: LOBBY.into(), request_id: 1, after_seq: 0 }
+        );
+        assert_eq!(
+            ClientFrame::from_json(r#"{"type":"rooms","please":true}"#).unwrap(),
+            ClientFrame::Rooms {}
+        );
+    }
+
+    /// The documented shapes of server frames, byte for byte, decoded alike by serde and by the
+    /// object decoder the browser app uses.
+    #[test]
+    fn server_frames_have_the_documented_shape() {
+        let server: [(&str, ServerFrame); 11] = [
             (
                 r#"{"type":"welcome","epoch":"e","latest_seq":3,"oldest_seq":1}"#,
                 ServerFrame::Welcome { epoch: "e".into(), latest_seq: 3, oldest_seq: 1 },
             ),
             (
-                r#"{"type":"ack","id":"m1","seq":4,"duplicate":false}"#,
-                ServerFrame::Ack { id: "m1".into(), seq: 4, duplicate: false },
+                r#"{"type":"ack","room":"lobby","id":"m1","seq":4,"duplicate":false}"#,
+                ServerFrame::Ack { room: LOBBY.into(), id: "m1".into(), seq: 4, duplicate: false },
             ),
             (r#"{"type":"pong","request_id":9}"#, ServerFrame::Pong { request_id: 9 }),
             (
-                r#"{"type":"message","seq":1,"id":"m1","source":"a","content":"b","sent_at_ms":5}"#,
-                ServerFrame::Message(StoredMessage {
-                    seq: 1,
-                    id: "m1".into(),
-                    source: "a".into(),
-                    content: "b".into(),
-                    sent_at_ms: 5,
-                }),
+                r#"{"type":"message","room":"team-a","seq":1,"id":"m1","source":"a","content":"b","sent_at_ms":5}"#,
+                ServerFrame::Message {
+                    room: "team-a".into(),
+                    message: StoredMessage {
+                        seq: 1,
+                        id: "m1".into(),
+                        source: "a".into(),
+                        content: "b".into(),
+                        sent_at_ms: 5,
+                    },
+                },
+            ),
+            (
+                r#"{"type":"history","room":"team-a","request_id":0,"epoch":"e","messages":[],"complete":true}"#,
+                ServerFrame::History {
+                    room: "team-a".into(),
+                    request_id: 0,
+                    epoch: "e".into(),
+                    messages: vec![],
+                    complete: true,
+                    more: false,
+                },
+            ),
+            (
+                r#"{"type":"joined","room":"team-a","epoch":"e","latest_seq":12,"oldest_seq":1,"members":2}"#,
+                ServerFrame::Joined {
+                    room: "team-a".into(),
+                    epoch: "e".into(),
+                    latest_seq: 12,
+                    oldest_seq: 1,
+                    members: 2,
+                },
+            ),
+            (r#"{"type":"left","room":"team-a"}"#, ServerFrame::Left { room: "team-a".into() }),
+            (
+                r#"{"type":"rooms","rooms":[{"room":"lobby","members":3},{"room":"team-a","members":1}]}"#,
+                ServerFrame::Rooms {
+                    rooms: vec![
+                        RoomInfo { room: LOBBY.into(), members: 3 },
+                        RoomInfo { room: "team-a".into(), members: 1 },
+                    ],
+                },
+            ),
+            (
+                r#"{"type":"presence","room":"team-a","names":["ada","bob"],"count":2}"#,
+                ServerFrame::Presence {
+                    room: "team-a".into(),
+                    names: vec!["ada".into(), "bob".into()],
+                    count: 2,
+                },
+            ),
+            (
+                r#"{"type":"typing","room":"team-a","name":"ada"}"#,
+                ServerFrame::Typing { room: "team-a".into(), name: "ada".into() },
+            ),
+            (
+                r#"{"type":"error","error":{"code":"forbidden","message":"this room is not open to you"},"room":"secret"}"#,
+                ServerFrame::Error {
+                    error: WireError::new(ErrorCode::Forbidden, ""),
+                    room: Some("secret".into()),
+                    id: None,
+                    request_id: None,
+                },
             ),
         ];
         for (text, frame) in server {
@@ -321,6 +586,7 @@ mod tests {
     fn the_object_decoder_agrees_with_serde() {
         let frames = [
             ServerFrame::History {
+                room: LOBBY.into(),
                 request_id: 1,
                 epoch: "e".into(),
                 messages: vec![stored(1), stored(2)],
@@ -329,11 +595,13 @@ mod tests {
             },
             ServerFrame::Error {
                 error: WireError::new(ErrorCode::Unavailable, "disk"),
+                room: Some("team-a".into()),
                 id: Some("m1".into()),
                 request_id: None,
             },
             ServerFrame::Error {
                 error: WireError::new(ErrorCode::InvalidJson, ""),
+                room: None,
                 id: None,
                 request_id: Some(4),
             },
@@ -342,6 +610,9 @@ mod tests {
                 latest_seq: 9_007_199_254_740_992,
                 oldest_seq: 0,
             },
+            ServerFrame::Message { room: "r".into(), message: stored(3) },
+            ServerFrame::Presence { room: "r".into(), names: vec![], count: 0 },
+            ServerFrame::Rooms { rooms: vec![] },
         ];
         for frame in frames {
             assert_eq!(from_object(&frame.to_json()), Ok(frame));
@@ -352,13 +623,33 @@ mod tests {
             (r#"{"type":"pong","request_id":-1}"#, "request_id"),
             (r#"{"type":"pong","request_id":1.5}"#, "request_id"),
             (r#"{"type":"pong","request_id":"1"}"#, "request_id"),
-            (r#"{"type":"ack","id":"m","seq":1}"#, "duplicate"),
+            (r#"{"type":"ack","room":"lobby","id":"m","seq":1}"#, "duplicate"),
+            (r#"{"type":"ack","id":"m","seq":1,"duplicate":true}"#, "room"),
             (
-                r#"{"type":"history","request_id":1,"epoch":"e","messages":[1],"complete":true}"#,
+                r#"{"type":"history","room":"lobby","request_id":1,"epoch":"e","messages":[1],"complete":true}"#,
                 "messages",
             ),
             (r#"{"type":"error","error":{"code":"nope","message":"x"}}"#, "code"),
             (r#"{"type":"error","error":{"code":"too_long","message":"x"},"id":7}"#, "id"),
+            (r#"{"type":"error","error":{"code":"too_long","message":"x"},"room":7}"#, "room"),
+            (
+                r#"{"type":"message","seq":1,"id":"m","source":"a","content":"b","sent_at_ms":1}"#,
+                "room",
+            ),
+            (
+                r#"{"type":"message","room":"r","id":"m","source":"a","content":"b","sent_at_ms":1}"#,
+                "seq",
+            ),
+            (r#"{"type":"presence","room":"r","names":["a",1],"count":2}"#, "names"),
+            (r#"{"type":"presence","room":"r","names":"a","count":1}"#, "names"),
+            (r#"{"type":"presence","room":"r","names":[]}"#, "count"),
+            (r#"{"type":"rooms","rooms":[{"room":"a"}]}"#, "members"),
+            (
+                r#"{"type":"joined","room":"a","epoch":"e","latest_seq":0,"oldest_seq":1}"#,
+                "members",
+            ),
+            (r#"{"type":"typing","room":"a"}"#, "name"),
+            (r#"{"type":"left"}"#, "room"),
         ];
         for (text, field) in refused {
             assert!(ServerFrame::from_json(text).is_err(), "serde refuses {text}");
@@ -366,10 +657,12 @@ mod tests {
         }
     }
 
-    /// History answers and errors survive the round trip; absent ids are left out of errors.
+    /// History answers and errors survive the round trip; absent ids and rooms are left out of
+    /// errors.
     #[test]
     fn history_and_errors_round_trip() {
         let history = ServerFrame::History {
+            room: LOBBY.into(),
             request_id: 1,
             epoch: "e".into(),
             messages: vec![stored(1), stored(2)],
@@ -379,11 +672,12 @@ mod tests {
         assert_eq!(ServerFrame::from_json(&history.to_json()).unwrap(), history);
         let error = ServerFrame::Error {
             error: WireError::new(ErrorCode::InvalidMessage, "no"),
+            room: None,
             id: None,
             request_id: Some(3),
         };
         let text = error.to_json();
-        assert!(!text.contains("\"id\""), "{text}");
+        assert!(!text.contains("\"id\"") && !text.contains("\"room\""), "{text}");
         assert_eq!(ServerFrame::from_json(&text).unwrap(), error);
         assert!(ServerFrame::from_json(r#"["pong",9]"#).is_err(), "an array is not a frame");
     }
@@ -398,8 +692,17 @@ mod tests {
             (r#"{"type":"shout","content":"hi"}"#, ErrorCode::InvalidMessage),
             (r#"{"source":"a","content":"b"}"#, ErrorCode::InvalidMessage),
             (r#"{"type":"message","source":"a","content":"b"}"#, ErrorCode::InvalidMessage),
+            (
+                r#"{"type":"message","room":7,"id":"m","source":"a","content":"b"}"#,
+                ErrorCode::InvalidMessage,
+            ),
             (r#"{"type":"history","request_id":"1","after_seq":0}"#, ErrorCode::InvalidMessage),
             (r#"{"type":"history","request_id":1,"after_seq":-1}"#, ErrorCode::InvalidMessage),
+            (r#"{"type":"join"}"#, ErrorCode::InvalidMessage),
+            (r#"{"type":"join","room":"a","after":{"epoch":"e"}}"#, ErrorCode::InvalidMessage),
+            (r#"{"type":"join","room":"a","after":7}"#, ErrorCode::InvalidMessage),
+            (r#"{"type":"leave"}"#, ErrorCode::InvalidMessage),
+            (r#"{"type":"typing","room":null}"#, ErrorCode::InvalidMessage),
             (r#"["message"]"#, ErrorCode::InvalidMessage),
             (r#"["ping",1]"#, ErrorCode::InvalidMessage),
             (r#"["message","m1","ada","hi"]"#, ErrorCode::InvalidMessage),

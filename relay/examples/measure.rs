@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
+use wschat_protocol::v1::{ClientFrame, ServerFrame, LOBBY, SUBPROTOCOL};
 use wschat_protocol::ChatMessage;
 
 #[derive(Debug, Parser)]
@@ -309,6 +309,7 @@ async fn acked_per_second(relay: &Relay, senders: usize, messages: usize, round:
                 let writing = tokio::spawn(async move {
                     for n in 0..messages {
                         let frame = ClientFrame::Message {
+                            room: LOBBY.into(),
                             id: format!("{round}-{s}-{n}"),
                             source: "bench".into(),
                             content: format!("message {n} from {s}"),

@@ -10,6 +10,12 @@
 //! with an audience or an issuer (a token for another service is then refused; without an
 //! audience configured, a token that names one is refused too, as the RFC says). A connection
 //! lasts only as long as its token: the relay closes it when the token expires.
+//!
+//! Rooms. A token may also say which rooms its holder may join (`rooms`) and post in (`post`),
+//! each a list of name patterns in which `*` stands for any run of characters (see
+//! `wschat_protocol::rooms::pattern_matches`), e.g. `{"rooms": ["lobby", "team-*"], "post":
+//! ["team-*"]}`. Without `rooms`, every room is open to it; without `post`, it may post wherever
+//! it may join. Without `--jwt-secret`, every room is open to everyone.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +23,7 @@ use axum::http::header::SEC_WEBSOCKET_PROTOCOL;
 use axum::http::{HeaderMap, Uri};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use wschat_protocol::rooms::any_pattern_matches;
 
 /// The prefix of the subprotocol entry that carries a token.
 pub const TOKEN_PROTOCOL_PREFIX: &str = "wschat.token.";
@@ -36,6 +43,38 @@ struct Claims {
     name: Option<String>,
     /// When the token expires, in seconds since the Unix epoch.
     exp: u64,
+    /// Patterns of the rooms the holder may join; absent: all.
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+    /// Patterns of the rooms the holder may post in; absent: those it may join.
+    #[serde(default)]
+    post: Option<Vec<String>>,
+}
+
+/// Which rooms a connection may join and post in. The default (no token) opens every room.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Patterns of the rooms it may join; `None`: all.
+    pub join: Option<Vec<String>>,
+    /// Patterns of the rooms it may post in; `None`: those it may join.
+    pub post: Option<Vec<String>>,
+}
+
+impl Grants {
+    /// Whether it may join `room` (a room name as `room_name` spells it).
+    #[must_use]
+    pub fn may_join(&self, room: &str) -> bool {
+        self.join.as_ref().is_none_or(|patterns| any_pattern_matches(patterns, room))
+    }
+
+    /// Whether it may post in `room`.
+    #[must_use]
+    pub fn may_post(&self, room: &str) -> bool {
+        match &self.post {
+            Some(patterns) => any_pattern_matches(patterns, room),
+            None => self.may_join(room),
+        }
+    }
 }
 
 /// Whom a valid token names, and until when.
@@ -46,6 +85,8 @@ pub struct Identity {
     /// When the token stops being accepted (its `exp` plus the allowed clock skew); `None` when
     /// that is past what the clock can hold. The connection is closed then.
     pub valid_until: Option<SystemTime>,
+    /// The rooms it opens.
+    pub grants: Grants,
 }
 
 /// Why a handshake was refused.
@@ -106,7 +147,8 @@ impl Authenticator {
             .checked_add(Duration::from_secs(claims.exp))
             .and_then(|exp| exp.checked_add(CLOCK_SKEW));
         let name = claims.name.filter(|name| !name.trim().is_empty()).unwrap_or(claims.sub);
-        Ok(Identity { name, valid_until })
+        let grants = Grants { join: claims.rooms, post: claims.post };
+        Ok(Identity { name, valid_until, grants })
     }
 }
 
@@ -124,4 +166,30 @@ fn token_in_protocols(headers: &HeaderMap) -> Option<String> {
             protocol.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX).map(str::to_owned)
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(join: Option<&[&str]>, post: Option<&[&str]>) -> Grants {
+        let list = |patterns: &[&str]| patterns.iter().map(|p| (*p).to_owned()).collect();
+        Grants { join: join.map(list), post: post.map(list) }
+    }
+
+    /// Without claims every room is open; `rooms` limits joining, `post` limits posting, and
+    /// without `post` a holder posts wherever it may join.
+    #[test]
+    fn grants_follow_the_claims() {
+        let open = Grants::default();
+        assert!(open.may_join("anything") && open.may_post("anything"));
+        let team = grants(Some(&["lobby", "team-*"]), None);
+        assert!(team.may_join("team-a") && team.may_post("team-a"));
+        assert!(!team.may_join("secret") && !team.may_post("secret"));
+        let reader = grants(Some(&["*"]), Some(&["team-*"]));
+        assert!(reader.may_join("lobby") && !reader.may_post("lobby"));
+        assert!(reader.may_post("team-b"));
+        let nothing = grants(Some(&[]), None);
+        assert!(!nothing.may_join("lobby") && !nothing.may_post("lobby"));
+    }
 }

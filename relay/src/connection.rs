@@ -2,7 +2,7 @@
 //!
 //! The writer alone owns the socket's sending half and drains the client's outbound queue, a batch
 //! at a time with one flush per batch; the reader validates what the client sends and hands it to
-//! the room. Either may end the connection: the reader when the client leaves, the writer when the
+//! its rooms. Either may end the connection: the reader when the client leaves, the writer when the
 //! relay shuts down, evicts the client, or the socket takes nothing for too long.
 //!
 //! A close the relay decides (see `crate::close`), wherever it is decided, is sent by the writer,
@@ -20,7 +20,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, WebSocket};
@@ -28,15 +28,20 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
-use wschat_protocol::v1::{ClientFrame, ServerFrame};
+use wschat_protocol::rooms::{room_name, LOBBY};
+use wschat_protocol::v1::{ClientFrame, Position, ServerFrame};
 use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 
+use crate::auth::Grants;
 use crate::close::Close;
+use crate::commit::Admission;
 use crate::history::Posted;
+use crate::memberships::Memberships;
 use crate::metrics::{count, Metrics};
 use crate::outbound::{frame_bytes, Outbound};
 use crate::rate::TokenBucket;
-use crate::room::{Admission, Evicted, Membership, Mode};
+use crate::room::{ClientId, Evicted, Greeting, Joiner, Mode, Room, PAGE_BYTES};
+use crate::rooms::ConnectionSlot;
 use crate::{Config, Relay};
 
 /// How long a close frame may take to go out, and how long the peer then has to answer it. A peer
@@ -118,18 +123,19 @@ pub fn serve(
     socket: WebSocket,
     client: ClientInfo,
     relay: Arc<Relay>,
-    membership: Membership,
+    admitted: Admitted,
 ) -> impl Future<Output = ()> + Send {
-    let ClientInfo { peer, mode, identity } = client;
-    let Membership { seat, outbound } = membership;
-    let id = seat.id();
+    let ClientInfo { peer, mode, identity, grants } = client;
+    let Admitted { id, slot, outbound, memberships } = admitted;
     let span = tracing::info_span!("client", id, %peer, ?mode, identity);
     let (mut sink, mut stream) = socket.split();
-    let reader = Reader { id, mode, identity, relay, outbound };
+    let grants = grants.map(Box::new);
+    let memberships = Mutex::new(memberships);
+    let reader = Reader { id, mode, identity, grants, relay, outbound, memberships };
     async move {
         let Reader { relay, outbound, .. } = &reader;
         let metrics = &relay.metrics;
-        info!(clients = relay.room.len(), "connected");
+        info!(clients = relay.rooms.connections(), "connected");
         metrics.connections.inc();
         count(&metrics.connections_accepted, mode.label());
         let heard = LastHeard::new();
@@ -155,7 +161,8 @@ pub fn serve(
                 ended
             }
         };
-        drop(seat);
+        reader.memberships().leave_all();
+        drop(slot);
         metrics.connections.dec();
         let close = match &outcome {
             Err(ConnectionError::Closed(close)) => Some(*close),
@@ -166,13 +173,13 @@ pub fn serve(
             count(&metrics.disconnects, close.label());
         }
         match outcome {
-            Ok(Ended::ClientLeft) => info!(clients = relay.room.len(), "disconnected"),
+            Ok(Ended::ClientLeft) => info!(clients = relay.rooms.connections(), "disconnected"),
             Ok(Ended::RelayShutdown) => info!("closed: relay shutting down"),
             Err(error) => warn!(
                 %error,
                 kind = close.map(Close::label),
                 reconnect = close.is_none_or(Close::reconnect),
-                clients = relay.room.len(),
+                clients = relay.rooms.connections(),
                 "connection ended"
             ),
         }
@@ -180,10 +187,26 @@ pub fn serve(
     .instrument(span)
 }
 
+/// What the handshake gives a connection: its id, its place among the connections, its queue
+/// (with the lobby's greeting in it), and its rooms (the lobby, unless the lobby was full or is
+/// not open to it).
+pub struct Admitted {
+    /// The client's id.
+    pub id: ClientId,
+    /// Counts it among the open connections.
+    pub slot: ConnectionSlot,
+    /// Its queue.
+    pub outbound: Arc<Outbound>,
+    /// Its rooms and name.
+    pub memberships: Memberships,
+}
+
 /// A refused frame, answered to its sender in the sender's protocol.
 pub struct Refusal {
     /// Why.
     pub error: WireError,
+    /// The room the refused frame named (v1), when it named one.
+    pub room: Option<String>,
     /// The refused message's id (v1), when known.
     pub id: Option<String>,
     /// The refused request's id (v1), when known.
@@ -192,19 +215,27 @@ pub struct Refusal {
 
 impl From<WireError> for Refusal {
     fn from(error: WireError) -> Self {
-        Self { error, id: None, request_id: None }
+        Self { error, room: None, id: None, request_id: None }
     }
 }
 
 impl Refusal {
+    /// A refusal of a frame about `room`.
+    fn about(room: impl Into<String>, error: WireError) -> Self {
+        Self { error, room: Some(room.into()), id: None, request_id: None }
+    }
+
     /// The error frame in the client's protocol (the tutorial's has no ids).
     pub fn into_frame(self, mode: Mode) -> Message {
         let json = match mode {
             Mode::Tutorial => RelayFrame::from(self.error).to_json(),
-            Mode::V1 => {
-                ServerFrame::Error { error: self.error, id: self.id, request_id: self.request_id }
-                    .to_json()
+            Mode::V1 => ServerFrame::Error {
+                error: self.error,
+                room: self.room,
+                id: self.id,
+                request_id: self.request_id,
             }
+            .to_json(),
         };
         Message::Text(json.into())
     }
@@ -219,17 +250,32 @@ pub struct ClientInfo {
     pub mode: Mode,
     /// With token auth on, the name from its token: every message it sends carries this name.
     pub identity: Option<String>,
+    /// With token auth on, the rooms its token opens; `None`: every room.
+    pub grants: Option<Grants>,
+}
+
+/// What became of a v1 frame.
+enum Handled {
+    /// Answered (or refused, with this refusal).
+    Done(Option<Refusal>),
+    /// A join, still to do.
+    Join { room: String, after: Option<Position> },
 }
 
 /// What a connection's reader needs besides the socket.
 struct Reader {
-    id: u64,
+    id: ClientId,
     mode: Mode,
     identity: Option<String>,
-    /// The room, the settings (`config`), the metrics.
+    /// Boxed: most connections have none, and every byte here is paid per idle socket.
+    grants: Option<Box<Grants>>,
+    /// The rooms, the settings (`config`), the metrics.
     relay: Arc<Relay>,
     /// This client's queue, where a close the reader decides goes too (the writer sends it).
     outbound: Arc<Outbound>,
+    /// Its rooms. A lock only so that the reader can be shared with the writer's future; the
+    /// reader alone uses it, never across an `.await`.
+    memberships: Mutex<Memberships>,
 }
 
 impl Reader {
@@ -276,10 +322,16 @@ impl Reader {
                         continue;
                     }
                     // With `--data-dir`, waits while too much waits for the disk already.
-                    let admission = self.relay.room.admit(text.len()).await;
+                    let admission = self.relay.rooms.admit(text.len()).await;
                     match self.mode {
                         Mode::Tutorial => self.tutorial_frame(&text, admission),
-                        Mode::V1 => self.v1_frame(&text, admission),
+                        Mode::V1 => match self.v1_frame(&text, admission) {
+                            Handled::Done(refusal) => refusal,
+                            // Boxed: a join may wait for its room to be read from the store,
+                            // and that wait would otherwise be part of every connection's
+                            // future, idle or not.
+                            Handled::Join { room, after } => Box::pin(self.join(room, after)).await,
+                        },
                     }
                 }
                 Message::Binary(_) => Some(WireError::new(ErrorCode::BinaryFrame, "").into()),
@@ -297,10 +349,7 @@ impl Reader {
             // start a line of its own in the log.
             warn!(code = ?refusal.error.code, error = ?refusal.error.message, "refused a frame");
             count(&metrics.frames_refused, refusal.error.code.as_str());
-            if self.relay.room.send_to(self.id, refusal.into_frame(self.mode)).is_err() {
-                // This client's own queue is full; the writer closes the connection with the reason.
-                debug!("evicted while answering a refused frame");
-            }
+            self.answer(refusal.into_frame(self.mode));
             strikes += 1;
             if strikes == config.max_strikes {
                 self.outbound.close(Close::Strikes { strikes });
@@ -336,61 +385,204 @@ impl Reader {
         Ok(())
     }
 
-    /// A tutorial client's frame: a plain chat message, given an id and a seq like any other.
+    /// A tutorial client's frame: a plain chat message for the lobby, given an id and a seq like
+    /// any other.
     fn tutorial_frame(&self, text: &str, admission: Admission<'_>) -> Option<Refusal> {
         match ChatMessage::from_json(text) {
             Ok(ChatMessage { source, content }) => {
                 let id = uuid::Uuid::new_v4().to_string();
-                self.post(Posted { id, source, content }, admission)
+                // A tutorial client is in the lobby from its handshake to its end.
+                let lobby = self.memberships().find(LOBBY).cloned()?;
+                self.post(&lobby, Posted { id, source, content }, admission)
             }
             Err(error) => Some(error.into()),
         }
     }
 
-    /// A v1 client's frame: a message, a history request or a ping.
-    fn v1_frame(&self, text: &str, admission: Admission<'_>) -> Option<Refusal> {
+    /// A v1 client's frame: a message, a request, a join or a leave, or a typing signal.
+    /// Everything but a join is done at once; a join is left to the caller, as it may wait.
+    fn v1_frame(&self, text: &str, admission: Admission<'_>) -> Handled {
         let frame = match ClientFrame::from_json(text) {
             Ok(frame) => frame,
-            Err(error) => return Some(error.into()),
+            Err(error) => return Handled::Done(Some(error.into())),
         };
-        let answered = match frame {
-            ClientFrame::Message { id, source, content } => {
+        Handled::Done(match frame {
+            ClientFrame::Message { room, id, source, content } => {
                 if id.is_empty() || id.len() > MAX_ID_LENGTH {
                     let detail = format!("a message id has 1 to {MAX_ID_LENGTH} bytes");
                     let error = WireError::new(ErrorCode::InvalidMessage, detail);
-                    return Some(Refusal { error, id: Some(id), request_id: None });
+                    let refusal = Refusal { id: Some(id), ..Refusal::about(room, error) };
+                    return Handled::Done(Some(refusal));
                 }
-                return self.post(Posted { id, source, content }, admission);
+                match self.joined(&room) {
+                    Ok(room) => self.post(&room, Posted { id, source, content }, admission),
+                    Err(refusal) => Some(Refusal { id: Some(id), ..refusal }),
+                }
             }
-            ClientFrame::History { request_id, after_seq } => {
-                self.relay.room.answer_history(self.id, request_id, after_seq)
-            }
+            ClientFrame::History { room, request_id, after_seq } => match self.joined(&room) {
+                Ok(room) => {
+                    if room.answer_history(self.id, request_id, after_seq).is_err() {
+                        debug!("evicted while answering a request");
+                    }
+                    None
+                }
+                Err(refusal) => Some(Refusal { request_id: Some(request_id), ..refusal }),
+            },
             ClientFrame::Ping { request_id } => {
-                let pong = ServerFrame::Pong { request_id }.to_json();
-                self.relay.room.send_to(self.id, Message::Text(pong.into()))
+                self.answer_frame(&ServerFrame::Pong { request_id });
+                None
             }
+            ClientFrame::Join { room, after } => return Handled::Join { room, after },
+            ClientFrame::Leave { room } => self.leave(room),
+            ClientFrame::Rooms {} => {
+                let max_bytes = (self.relay.config.queue_bytes / 4).min(PAGE_BYTES);
+                let rooms = self.relay.rooms.list(|room| self.may_join(room), max_bytes);
+                self.answer_frame(&rooms);
+                None
+            }
+            ClientFrame::Typing { room } => {
+                let room = match self.joined(&room) {
+                    Ok(room) => room,
+                    Err(refusal) => return Handled::Done(Some(refusal)),
+                };
+                if !self.may_post(room.name()) {
+                    Some(Refusal::about(room.name(), WireError::new(ErrorCode::Forbidden, "")))
+                } else {
+                    // Past the pace, dropped without a word: the next one a second later says
+                    // it.
+                    if self.memberships().may_signal_typing(room.name(), Instant::now()) {
+                        room.typing(self.id);
+                    }
+                    None
+                }
+            }
+        })
+    }
+
+    /// The room `given` names, if this client is in it.
+    ///
+    /// # Errors
+    /// The refusal, naming the room: `room_invalid` or `not_joined`.
+    fn joined(&self, given: &str) -> Result<Arc<Room>, Refusal> {
+        let name = room_name(given).map_err(|error| Refusal::about(given, error))?;
+        let found = self.memberships().find(&name).cloned();
+        found.ok_or_else(|| Refusal::about(name, WireError::new(ErrorCode::NotJoined, "")))
+    }
+
+    /// Joins the room `given` names (or greets this client again in a room it is in), within
+    /// the bounds on rooms and what its token allows.
+    async fn join(&self, given: String, after: Option<Position>) -> Option<Refusal> {
+        let refused = |refusal: Refusal| {
+            count(&self.relay.metrics.room_refusals, refusal.error.code.as_str());
+            Some(refusal)
         };
-        if answered.is_err() {
-            debug!("evicted while answering a request");
+        let name = match room_name(&given) {
+            Ok(name) => name,
+            Err(error) => return refused(Refusal::about(given, error)),
+        };
+        let refuse =
+            |code: ErrorCode| refused(Refusal::about(name.clone(), WireError::new(code, "")));
+        let greeting = Greeting::Joined { after };
+        let (present, rooms, me) = {
+            let memberships = self.memberships();
+            (memberships.find(&name).cloned(), memberships.len(), Arc::clone(memberships.name()))
+        };
+        if let Some(room) = present {
+            room.greet_again(self.id, &greeting);
+            return None;
+        }
+        if rooms >= self.relay.config.rooms.max_per_connection {
+            return refuse(ErrorCode::TooManyRooms);
+        }
+        // Nothing about a room that is not open to this client: not whether it exists, nor how
+        // full it is.
+        if !self.may_join(&name) {
+            return refuse(ErrorCode::Forbidden);
+        }
+        let joiner =
+            Joiner { id: self.id, outbound: Arc::clone(&self.outbound), mode: self.mode, name: me };
+        match self.relay.rooms.join(&name, joiner, &greeting).await {
+            Ok(seat) => {
+                self.memberships().add(seat);
+                None
+            }
+            Err(code) => refuse(code),
+        }
+    }
+
+    /// Leaves the room `given` names, and says so.
+    fn leave(&self, given: String) -> Option<Refusal> {
+        let name = match room_name(&given) {
+            Ok(name) => name,
+            Err(error) => return Some(Refusal::about(given, error)),
+        };
+        if !self.memberships().leave(&name) {
+            return Some(Refusal::about(name, WireError::new(ErrorCode::NotJoined, "")));
+        }
+        self.answer_frame(&ServerFrame::Left { room: name });
+        None
+    }
+
+    /// Checks a message against what the token allows and the limits, then hands it to the room
+    /// to number, store and relay (under the token's name when auth is on, whatever the client
+    /// wrote).
+    fn post(
+        &self,
+        room: &Arc<Room>,
+        mut posted: Posted,
+        admission: Admission<'_>,
+    ) -> Option<Refusal> {
+        if let Some(identity) = &self.identity {
+            posted.source.clone_from(identity);
+        }
+        let refuse = |error| {
+            Some(Refusal { id: Some(posted.id.clone()), ..Refusal::about(room.name(), error) })
+        };
+        if !self.may_post(room.name()) {
+            return refuse(WireError::new(ErrorCode::Forbidden, ""));
+        }
+        if let Err(error) = self.relay.config.limits.check(&posted.source, &posted.content) {
+            return refuse(error);
+        }
+        self.memberships().wrote_as(&posted.source, self.id);
+        debug!(
+            bytes = posted.content.len(),
+            room = room.name(),
+            members = room.len(),
+            "relaying a message"
+        );
+        for Evicted(other) in room.post(self.id, posted, now_ms(), admission) {
+            debug!(other, "evicted a slow consumer while relaying");
         }
         None
     }
 
-    /// Checks a message against the limits, then hands it to the room to number, store and relay
-    /// (under the token's name when auth is on, whatever the client wrote).
-    fn post(&self, mut posted: Posted, admission: Admission<'_>) -> Option<Refusal> {
-        if let Some(identity) = &self.identity {
-            posted.source.clone_from(identity);
+    /// Whether this client may join `room`.
+    fn may_join(&self, room: &str) -> bool {
+        self.grants.as_ref().is_none_or(|grants| grants.may_join(room))
+    }
+
+    /// Whether this client may post in `room`.
+    fn may_post(&self, room: &str) -> bool {
+        self.grants.as_ref().is_none_or(|grants| grants.may_post(room))
+    }
+
+    /// Queues an answer for this client only; a client whose queue is full is not reading, and
+    /// is closed as such (a client that floods the relay with requests but never reads the
+    /// answers is a slow consumer too).
+    fn answer(&self, frame: Message) {
+        if !self.outbound.offer(frame, self.relay.config.queue_bytes) {
+            debug!("evicted while answering");
+            self.outbound.close(Close::SlowConsumer);
         }
-        let refuse = |error| Some(Refusal { error, id: Some(posted.id.clone()), request_id: None });
-        if let Err(error) = self.relay.config.limits.check(&posted.source, &posted.content) {
-            return refuse(error);
-        }
-        debug!(bytes = posted.content.len(), clients = self.relay.room.len(), "relaying a message");
-        for Evicted(other) in self.relay.room.post(self.id, posted, now_ms(), admission) {
-            debug!(other, "evicted a slow consumer while relaying");
-        }
-        None
+    }
+
+    fn answer_frame(&self, frame: &ServerFrame) {
+        self.answer(Message::Text(frame.to_json().into()));
+    }
+
+    fn memberships(&self) -> MutexGuard<'_, Memberships> {
+        self.memberships.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -615,17 +807,24 @@ mod tests {
     fn relay(config: Config) -> Arc<Relay> {
         let metrics = Arc::new(Metrics::new());
         let history = crate::history::History::new("epoch".into(), config.history_limit);
-        let dedupe = crate::dedupe::Dedupe::new(crate::dedupe::Limits::default());
-        let room = Arc::new(crate::room::Room::new(
-            config.queue_bytes,
+        let core = Arc::new(crate::room::Core {
+            queue_bytes: config.queue_bytes,
+            max_members: config.rooms.max_members,
+            metrics: Arc::clone(&metrics),
+            dedupe: Mutex::new(crate::dedupe::Dedupe::new(crate::dedupe::Limits::default())),
+            journal: None,
+            ticks: AtomicU64::new(0),
+        });
+        let rooms = Arc::new(crate::rooms::Rooms::new(
+            core,
             history,
-            dedupe,
-            false,
-            Arc::clone(&metrics),
+            None,
+            config.rooms.max_rooms,
+            config.history_limit,
         ));
         Arc::new(Relay {
             config,
-            room,
+            rooms,
             shutdown: CancellationToken::new(),
             abandon: CancellationToken::new(),
             sockets: tokio_util::task::TaskTracker::new(),
@@ -635,15 +834,30 @@ mod tests {
         })
     }
 
-    /// A tutorial client's reader, on `relay`.
-    fn reader(relay: &Arc<Relay>, membership: &Membership) -> Reader {
-        Reader {
-            id: membership.seat.id(),
+    /// A tutorial client in the lobby of `relay`: its reader, and its queue.
+    fn tutorial(relay: &Arc<Relay>) -> (Reader, Arc<Outbound>) {
+        let id = relay.rooms.next_client_id();
+        let outbound = Arc::new(Outbound::default());
+        let mut memberships = Memberships::new(None);
+        let lobby = relay.rooms.lobby();
+        let joiner = Joiner {
+            id,
+            outbound: Arc::clone(&outbound),
+            mode: Mode::Tutorial,
+            name: Arc::clone(memberships.name()),
+        };
+        lobby.join(joiner, &Greeting::Welcome).unwrap();
+        memberships.add(crate::rooms::Seat::taken(&relay.rooms, Arc::clone(lobby), id));
+        let reader = Reader {
+            id,
             mode: Mode::Tutorial,
             identity: None,
+            grants: None,
             relay: Arc::clone(relay),
-            outbound: Arc::clone(&membership.outbound),
-        }
+            outbound: Arc::clone(&outbound),
+            memberships: Mutex::new(memberships),
+        };
+        (reader, outbound)
     }
 
     /// A client sending as fast as it can is held to the default rate, 10 messages a second
@@ -652,17 +866,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_client_held_back_for_30_seconds_is_closed_as_a_flood() {
         let relay = relay(Config::default());
-        let flooder = relay.room.join(Mode::Tutorial);
-        let watcher = relay.room.join(Mode::Tutorial);
+        let (flooder, flooder_queue) = tutorial(&relay);
+        let (_watcher, watcher_queue) = tutorial(&relay);
         let frame = Message::Text(
             ChatMessage { source: "ada".into(), content: "flood".into() }.to_json().into(),
         );
         let mut frames = futures_util::stream::iter(std::iter::repeat_n(frame, 1_000).map(Ok));
         let started = Instant::now();
-        let ended = reader(&relay, &flooder).run(&mut frames, &LastHeard::new()).await;
+        let ended = flooder.run(&mut frames, &LastHeard::new()).await;
         assert!(matches!(ended, Ok(Ended::ClientLeft)), "{ended:?}");
-        assert_eq!(flooder.outbound.close_reason(), Some(Close::Flood { per_second: 10.0 }));
-        assert_eq!(watcher.outbound.take_now().len(), 20 + 30 * 10);
+        assert_eq!(flooder_queue.close_reason(), Some(Close::Flood { per_second: 10.0 }));
+        assert_eq!(watcher_queue.take_now().len(), 20 + 30 * 10);
         assert_eq!(started.elapsed(), Config::default().flood_after);
     }
 
@@ -755,15 +969,15 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_relayed_after_the_close_is_decided() {
         let relay = relay(Config { max_strikes: 1, ..Config::default() });
-        let client = relay.room.join(Mode::Tutorial);
-        let watcher = relay.room.join(Mode::Tutorial);
+        let (client, client_queue) = tutorial(&relay);
+        let (_watcher, watcher_queue) = tutorial(&relay);
         let good = ChatMessage { source: "ada".into(), content: "too late".into() }.to_json();
         let frames = [Message::Text("not json".into()), Message::Text(good.into())];
         let mut frames = futures_util::stream::iter(frames.map(Ok));
-        let ended = reader(&relay, &client).run(&mut frames, &LastHeard::new()).await;
+        let ended = client.run(&mut frames, &LastHeard::new()).await;
         assert!(matches!(ended, Ok(Ended::ClientLeft)), "{ended:?}");
-        assert_eq!(client.outbound.close_reason(), Some(Close::Strikes { strikes: 1 }));
-        assert!(watcher.outbound.take_now().is_empty());
+        assert_eq!(client_queue.close_reason(), Some(Close::Strikes { strikes: 1 }));
+        assert!(watcher_queue.take_now().is_empty());
     }
 
     /// Everything that waits is written in order with one flush; the relay's shutdown then

@@ -21,6 +21,14 @@ use std::sync::Arc;
 
 use wschat_protocol::v1::StoredMessage;
 
+/// The key a sender's ids are remembered under in one room: the room, a space (which no room
+/// name holds, so the two parts cannot be confused), then the sender. Seqs are per room, so a
+/// re-send is recognised only in the room it was first sent to.
+#[must_use]
+pub fn sender_key(room: &str, sender: &str) -> String {
+    format!("{room} {sender}")
+}
+
 /// A stored message as dedupe remembers it, and as the store keeps it for the next start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {
@@ -122,14 +130,6 @@ impl Dedupe {
         Self { limits, senders: HashMap::new(), by_activity: BTreeMap::new(), next_tick: 0, ids: 0 }
     }
 
-    /// Remembers `sent` (oldest first), as if each had just been stored: what a relay restarted
-    /// on its data directory still recognises.
-    pub fn remember_all<'a>(&mut self, sent: impl IntoIterator<Item = &'a Sent>) {
-        for Sent { seq, sender, id, at_ms } in sent {
-            self.remember(sender, id, *seq, *at_ms);
-        }
-    }
-
     /// The seq given to `sender`'s message `id`, if it is remembered and no older than the age
     /// bound at `now_ms`.
     #[must_use]
@@ -199,16 +199,37 @@ impl Dedupe {
         }
     }
 
-    /// Forgets everything: the history started over in a new epoch, where the old seqs mean
-    /// nothing.
+    /// Forgets everything.
+    #[cfg(test)]
     pub fn clear(&mut self) {
         *self = Self::new(self.limits);
+    }
+
+    /// Forgets every sender of `room` (see [`sender_key`]): its history started over in a new
+    /// epoch, where the old seqs mean nothing. Scans every sender: it happens only after the
+    /// history file was lost.
+    pub fn forget_room(&mut self, room: &str) {
+        let prefix = sender_key(room, "");
+        let forgotten: Vec<_> =
+            self.senders.keys().filter(|key| key.starts_with(&prefix)).cloned().collect();
+        for key in forgotten {
+            if let Some(window) = self.senders.remove(&key) {
+                self.ids -= window.seq_by_id.len();
+                self.by_activity.remove(&window.tick);
+            }
+        }
     }
 
     /// Ids remembered in all.
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ids
+    }
+
+    /// Senders remembered now.
+    #[cfg(test)]
+    pub fn senders(&self) -> usize {
+        self.senders.len()
     }
 
     /// Forgets the sender heard from least recently, all its ids; false when there is none.
@@ -325,5 +346,25 @@ mod tests {
         dedupe.clear();
         assert_eq!(dedupe.seq_of("ada", "m1", 0), None);
         assert_eq!(dedupe.len(), 0);
+    }
+
+    /// A room that starts over forgets its own senders' ids, and only those: the same sender
+    /// and id in another room (even one whose name starts the same) are still recognised.
+    #[test]
+    fn forgetting_a_room_keeps_the_others() {
+        let mut dedupe = Dedupe::new(Limits::default());
+        for (room, seq) in [("team", 1), ("team-a", 2), ("lobby", 3)] {
+            dedupe.remember(&sender_key(room, "ada"), "m1", seq, 0);
+        }
+        dedupe.remember(&sender_key("team", "bob"), "m2", 2, 0);
+        dedupe.forget_room("team");
+        assert_eq!(dedupe.seq_of(&sender_key("team", "ada"), "m1", 0), None);
+        assert_eq!(dedupe.seq_of(&sender_key("team", "bob"), "m2", 0), None);
+        assert_eq!(dedupe.seq_of(&sender_key("team-a", "ada"), "m1", 0), Some(2));
+        assert_eq!(dedupe.seq_of(&sender_key("lobby", "ada"), "m1", 0), Some(3));
+        assert_eq!((dedupe.len(), dedupe.senders()), (2, 2));
+        // The forgotten senders left the activity order too: new ones are remembered as usual.
+        dedupe.remember(&sender_key("team", "ada"), "m3", 1, 0);
+        assert_eq!(dedupe.seq_of(&sender_key("team", "ada"), "m3", 0), Some(1));
     }
 }

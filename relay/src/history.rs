@@ -1,4 +1,4 @@
-//! The conversation's history: numbered messages, the last N kept, answered to clients that
+//! A room's history: numbered messages, the last N kept, answered to clients that
 //! catch up in pages of bounded size. (Recognising re-sent messages is `crate::dedupe`'s, for a
 //! window of its own.)
 
@@ -75,13 +75,13 @@ pub struct Page {
 }
 
 impl Page {
-    /// The answer to request `request_id`. Copies the messages: meant to be called without the
-    /// room's lock.
+    /// The answer to request `request_id` in `room`. Copies the messages: meant to be called
+    /// without the room's lock.
     #[must_use]
-    pub fn into_frame(self, request_id: u64) -> ServerFrame {
+    pub fn into_frame(self, room: &str, request_id: u64) -> ServerFrame {
         let Self { epoch, messages, complete, more } = self;
         let messages = messages.iter().map(|message| StoredMessage::clone(message)).collect();
-        ServerFrame::History { request_id, epoch, messages, complete, more }
+        ServerFrame::History { room: room.to_owned(), request_id, epoch, messages, complete, more }
     }
 }
 
@@ -204,7 +204,7 @@ impl History {
     /// The whole answer after `after_seq`, in one page.
     #[cfg(test)]
     pub fn answer(&self, request_id: u64, after_seq: u64) -> ServerFrame {
-        self.page(after_seq, usize::MAX, usize::MAX).into_frame(request_id)
+        self.page(after_seq, usize::MAX, usize::MAX).into_frame("lobby", request_id)
     }
 }
 
@@ -307,9 +307,11 @@ mod tests {
         }
         let one = history.messages[0].bytes;
         assert!(history.messages.iter().all(|kept| kept.bytes == one), "same-sized messages");
-        let message_frame =
-            ServerFrame::Message(StoredMessage::clone(&history.messages[0].message));
-        assert_eq!(one + r#""type":"message","#.len(), message_frame.to_json().len());
+        let message_frame = ServerFrame::Message {
+            room: "r".into(),
+            message: StoredMessage::clone(&history.messages[0].message),
+        };
+        assert_eq!(one + r#""type":"message","room":"r","#.len(), message_frame.to_json().len());
 
         let pages = |max_bytes, max_messages| {
             let (mut after, mut pages) = (0, Vec::new());

@@ -10,7 +10,12 @@
 //!   whether the client should reconnect.
 //! - `connection` runs one client: a reader and a writer (two futures in one task), and the close
 //!   handshake.
-//! - `room` keeps the connected clients and fans each message out, in each client's protocol.
+//! - `rooms` keeps the open rooms by name: opens a room on its first join (from the store with
+//!   `--data-dir`), closes it when idle, within the bounds on rooms; counts connections.
+//! - `room` is one room: its members and their names (presence), its history, and fan-out of
+//!   each message, in each member's protocol.
+//! - `memberships` is one connection's rooms, its name, and its typing signals' pace.
+//! - `presence` counts the names in a room, several tabs of one name once.
 //! - `outbound` is one client's queue of frames to write, bounded in bytes.
 //! - `metrics` keeps the figures served at `/metrics` (Prometheus text format).
 //! - `auth` verifies the optional JSON Web Tokens and says whose name a client speaks under.
@@ -18,14 +23,15 @@
 //!   handshake's Origin against the allowlist.
 //! - `rate` is the per-connection token bucket behind the message rate limit.
 //! - `tls` serves `https://`/`wss://` with rustls when given a certificate.
-//! - `history` keeps the last N numbered messages for clients that catch up; it answers every
-//!   client, from memory, in pages of bounded size.
+//! - `history` keeps a room's last N numbered messages for clients that catch up; it answers
+//!   every client, from memory, in pages of bounded size.
 //! - `dedupe` remembers the ids each sender used lately (count and age bounded, whatever the
 //!   history keeps), so that a message re-sent after a reconnect is acked, not stored again.
-//! - `store` mirrors that history in a redb file under `--data-dir`, so the epoch, the seqs, the
-//!   last N messages and the ids of recent ones survive a restart.
-//! - `commit` is the thread that writes new messages to the store in batches before the room
-//!   acks and relays them, and reopens the store when a write fails.
+//! - `store` mirrors every room's history in a redb file under `--data-dir`, so each room's
+//!   epoch, seqs and last N messages, and the ids of recent ones, survive a restart.
+//! - `commit` is the thread that writes new messages of every room to the store in batches
+//!   before their rooms ack and relay them, and reopens the store when a write fails; and the
+//!   journal where rooms with messages waiting queue up for it.
 
 mod auth;
 mod close;
@@ -33,11 +39,14 @@ mod commit;
 mod connection;
 mod dedupe;
 mod history;
+mod memberships;
 mod metrics;
 mod origin;
 mod outbound;
+mod presence;
 mod rate;
 mod room;
+mod rooms;
 mod routes;
 mod server;
 mod store;
@@ -53,17 +62,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::commit::Committer;
-use crate::dedupe::Dedupe;
+use crate::commit::{Committer, Journal};
+use crate::dedupe::{sender_key, Dedupe};
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::origin::BrowserPolicy;
-use crate::room::Room;
-use crate::store::{HistoryStore, Store};
+use crate::room::Core;
+use crate::rooms::Rooms;
+use crate::store::{HistoryStore, RoomReader, Store};
 
 pub use connection::Heartbeat;
 pub use origin::{allowed_host, allowed_origin, AllowlistError};
 pub use rate::RateLimit;
+pub use rooms::RoomLimits;
 pub use store::{StoreError, HISTORY_FILE};
 pub use tls::{TlsError, TlsFiles};
 pub use wschat_protocol::limits::MessageLimits;
@@ -92,7 +103,8 @@ pub struct Config {
     /// The largest message a client may send, in bytes; larger ones close the connection (1009).
     /// Default 64 KiB.
     pub max_message_size: usize,
-    /// How many messages the relay keeps for clients that reconnect or join. Default 1000.
+    /// How many messages the relay keeps per room for clients that reconnect or join. Default
+    /// 1000.
     pub history_limit: usize,
     /// A directory for the history file ([`HISTORY_FILE`]), so that the epoch, the seqs and the
     /// last `history_limit` messages survive a restart. Every message is on disk before it is
@@ -116,6 +128,8 @@ pub struct Config {
     pub flood_after: Duration,
     /// Connections at once; further handshakes get 503. Default 10,000.
     pub max_connections: usize,
+    /// Rooms open at once, members per room, rooms per connection. Default: 10,000, 10,000, 32.
+    pub rooms: RoomLimits,
     /// How long a client may take to send a request's header (and, with TLS, to complete the
     /// handshake before it) before its connection is closed; also how long a kept-alive
     /// connection may wait for its next request. Default 10 s: a header is a few hundred bytes.
@@ -173,6 +187,7 @@ impl Default for Config {
             max_strikes: 20,
             flood_after: Duration::from_secs(30),
             max_connections: 10_000,
+            rooms: RoomLimits::default(),
             header_timeout: Duration::from_secs(10),
             max_pending_connections: 1024,
             shutdown_timeout: Duration::from_secs(5),
@@ -190,7 +205,7 @@ impl Default for Config {
 /// What every request handler shares.
 struct Relay {
     config: Config,
-    room: Arc<Room>,
+    rooms: Arc<Rooms>,
     /// Cancelled when the relay shuts down; each client's stop token is a child of it.
     shutdown: CancellationToken,
     /// Cancelled when the shutdown deadline passes: every connection still open is dropped.
@@ -240,19 +255,26 @@ pub async fn run(
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let browsers =
         BrowserPolicy::new(&config.allowed_origins, &config.allowed_hosts, acceptor.is_some())?;
-    let Start { history, dedupe, store } = open_history(&config)?;
+    let Start { lobby, dedupe, store, reader } = open_history(&config)?;
     let auth = config.jwt_secret.as_deref().map(|secret| {
         Authenticator::new(secret, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
     });
     let metrics = Arc::new(Metrics::new());
-    let durable = store.is_some();
-    let room =
-        Arc::new(Room::new(config.queue_bytes, history, dedupe, durable, Arc::clone(&metrics)));
+    let core = Arc::new(Core {
+        queue_bytes: config.queue_bytes,
+        max_members: config.rooms.max_members,
+        metrics: Arc::clone(&metrics),
+        dedupe: std::sync::Mutex::new(dedupe),
+        journal: store.is_some().then(Journal::default),
+        ticks: std::sync::atomic::AtomicU64::new(0),
+    });
+    let rooms =
+        Arc::new(Rooms::new(core, lobby, reader, config.rooms.max_rooms, config.history_limit));
     let committer = store
-        .map(|store| Committer::start(Arc::clone(&room), store, Arc::clone(&metrics)))
+        .map(|store| Committer::start(Arc::clone(&rooms), store, Arc::clone(&metrics)))
         .transpose()?;
     let relay = Arc::new(Relay {
-        room,
+        rooms,
         config,
         shutdown: CancellationToken::new(),
         abandon: CancellationToken::new(),
@@ -271,17 +293,21 @@ pub async fn run(
     Ok(())
 }
 
-/// What the room starts from.
+/// What the rooms start from.
 struct Start {
-    history: History,
+    /// The lobby's history.
+    lobby: History,
     /// The ids recently used, so that re-sends across a restart are recognised.
     dedupe: Dedupe,
     /// Where the committer writes, with a `data_dir`.
     store: Option<Box<dyn Store>>,
+    /// Where rooms are read from as they open, with a `data_dir`.
+    reader: Option<RoomReader>,
 }
 
-/// The history and the dedupe window to start from: loaded from `data_dir` when there is one,
-/// else empty in a new epoch, since the one before it is lost.
+/// The lobby's history and the dedupe window to start from: loaded from `data_dir` when there is
+/// one, else empty in a new epoch, since the one before it is lost. (Other rooms are read when
+/// they open.)
 ///
 /// Opening the file is blocking I/O on the runtime's thread; it happens once, before anything is
 /// served, so it delays nothing else.
@@ -290,21 +316,27 @@ fn open_history(config: &Config) -> Result<Start, StoreError> {
     let Some(dir) = &config.data_dir else {
         let epoch = uuid::Uuid::new_v4().to_string();
         return Ok(Start {
-            history: History::new(epoch, config.history_limit),
+            lobby: History::new(epoch, config.history_limit),
             dedupe,
             store: None,
+            reader: None,
         });
     };
-    let (store, saved) = HistoryStore::open(dir, config.history_limit)?;
+    let opened = HistoryStore::open(dir, config.history_limit)?;
+    let saved = opened.reader.load(wschat_protocol::rooms::LOBBY)?;
     tracing::info!(
         file = %dir.join(HISTORY_FILE).display(),
-        epoch = %saved.epoch,
-        latest_seq = saved.latest_seq,
-        messages = saved.messages.len(),
+        lobby_epoch = %saved.epoch,
+        lobby_latest_seq = saved.latest_seq,
+        lobby_messages = saved.messages.len(),
+        recent_ids = opened.recent.len(),
         "history loaded"
     );
-    dedupe.remember_all(&saved.recent);
-    let history =
+    for recent in &opened.recent {
+        let sent = &recent.sent;
+        dedupe.remember(&sender_key(&recent.room, &sent.sender), &sent.id, sent.seq, sent.at_ms);
+    }
+    let lobby =
         History::resume(saved.epoch, config.history_limit, saved.latest_seq, saved.messages);
-    Ok(Start { history, dedupe, store: Some(Box::new(store)) })
+    Ok(Start { lobby, dedupe, store: Some(Box::new(opened.store)), reader: Some(opened.reader) })
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use tracing_subscriber::EnvFilter;
-use wschat_relay::{Config, Heartbeat, MessageLimits, RateLimit, RunError, TlsFiles};
+use wschat_relay::{Config, Heartbeat, MessageLimits, RateLimit, RoomLimits, RunError, TlsFiles};
 
 /// Relays chat messages between WebSocket clients: the wschat app and the tutorial's client.
 #[derive(Debug, Parser)]
@@ -66,6 +66,23 @@ struct Args {
     #[arg(long, env = "WSCHAT_MAX_CONNECTIONS", default_value_t = Config::default().max_connections,
           value_parser = at_least_one())]
     max_connections: usize,
+    /// Rooms open at once, the lobby included; past it, joining a new room is refused
+    /// (`rooms_full`). Without --data-dir, an empty room stays open (with its history) until
+    /// this many are open; with it, an empty room closes at once (its history stays on disk).
+    #[arg(long, env = "WSCHAT_MAX_ROOMS", value_name = "N",
+          default_value_t = RoomLimits::default().max_rooms, value_parser = at_least_one())]
+    max_rooms: usize,
+    /// Members one room may have (connections; the lobby's too: past it, tutorial clients get
+    /// 503); past it, joining is refused (`room_full`). Apart from --max-connections, which
+    /// bounds connections in all.
+    #[arg(long, env = "WSCHAT_MAX_ROOM_MEMBERS", value_name = "N",
+          default_value_t = RoomLimits::default().max_members, value_parser = at_least_one())]
+    max_room_members: usize,
+    /// Rooms one connection may be in at once, the lobby included; past it, joining is refused
+    /// (`too_many_rooms`).
+    #[arg(long, env = "WSCHAT_MAX_ROOMS_PER_CONNECTION", value_name = "N",
+          default_value_t = RoomLimits::default().max_per_connection, value_parser = at_least_one())]
+    max_rooms_per_connection: usize,
     /// Seconds a client may take to send a request's header (and to finish its TLS handshake)
     /// before its connection is closed; also how long a kept-alive connection may stay idle.
     #[arg(long, env = "WSCHAT_HEADER_TIMEOUT", value_name = "SECONDS", default_value_t = 10,
@@ -275,6 +292,11 @@ async fn main() -> std::io::Result<()> {
         },
         allowed_hosts: args.allowed_hosts,
         max_connections: args.max_connections,
+        rooms: RoomLimits {
+            max_rooms: args.max_rooms,
+            max_members: args.max_room_members,
+            max_per_connection: args.max_rooms_per_connection,
+        },
         header_timeout: Duration::from_secs(args.header_timeout),
         max_pending_connections: args.max_pending_connections,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

@@ -54,6 +54,18 @@ pub struct Metrics {
     /// Such connections the relay closed, by reason (`header_timeout`, `crowded_out`,
     /// `tls_failed`).
     pub pending_closed: Family<Label, Counter>,
+    /// Rooms open now (in memory), the lobby included. Never a label per room: their names are
+    /// the users', and unbounded.
+    pub rooms: Gauge,
+    /// Memberships now: connections in rooms, a connection counted once per room it is in.
+    pub room_members: Gauge,
+    /// Rooms joined (the lobby at the handshake included).
+    pub room_joins: Counter,
+    /// Rooms left, however (a leave, a connection's end, an eviction).
+    pub room_leaves: Counter,
+    /// Joins refused, by error code (`room_invalid`, `forbidden`, `too_many_rooms`,
+    /// `room_full`, `rooms_full`, `unavailable`).
+    pub room_refusals: Family<Label, Counter>,
 }
 
 impl Metrics {
@@ -79,6 +91,11 @@ impl Metrics {
             store_failures: Counter::default(),
             pending_connections: Gauge::default(),
             pending_closed: Family::default(),
+            rooms: Gauge::default(),
+            room_members: Gauge::default(),
+            room_joins: Counter::default(),
+            room_leaves: Counter::default(),
+            room_refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Connections open now", metrics.connections.clone());
@@ -135,6 +152,19 @@ impl Metrics {
             "pending_closed",
             "Connections closed before they became WebSockets, by reason",
             metrics.pending_closed.clone(),
+        );
+        registry.register("rooms", "Rooms open now", metrics.rooms.clone());
+        registry.register(
+            "room_members",
+            "Connections in rooms now, once per room",
+            metrics.room_members.clone(),
+        );
+        registry.register("room_joins", "Rooms joined", metrics.room_joins.clone());
+        registry.register("room_leaves", "Rooms left", metrics.room_leaves.clone());
+        registry.register(
+            "room_refusals",
+            "Joins refused, by error code",
+            metrics.room_refusals.clone(),
         );
         Self { registry, ..metrics }
     }

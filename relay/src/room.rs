@@ -1,38 +1,44 @@
-//! The room: who is connected, the conversation's history, and fan-out of each message.
+//! One room: its members and who they are, its history, and fan-out of each message. (Which
+//! rooms there are, and when one opens and closes, is `crate::rooms`'.)
 //!
-//! Order. Every message is numbered and queued for every member under one lock, so every client
-//! receives live messages in seq order. A history answer is one page of what was committed when
-//! the request came: its messages are picked under the lock, and the text is made without it,
-//! so a live message committed meanwhile can reach the client just before the answer (clients
-//! place messages by seq, and a history of several pages is interleaved with live messages
-//! anyway).
+//! Order. Every message is numbered and queued for every member under the room's lock, so every
+//! member receives the room's live messages in seq order. A connection in several rooms gets
+//! each room's frames in that room's order, interleaved with the others'. A history answer is
+//! one page of what was committed when the request came: its messages are picked under the lock,
+//! and the text is made without it, so a live message committed meanwhile can reach the client
+//! just before the answer (clients place messages by seq, and a history of several pages is
+//! interleaved with live messages anyway).
 //!
 //! Durability (with `--data-dir`). A new message is numbered under the lock and then waits; the
-//! committer (`crate::commit`) takes everything that waits, writes it in one transaction on its
-//! own thread (the lock is not held across the fsync), and only then, under the lock again,
-//! stores it in the history, acks it and relays it. The history holds committed messages only, so
-//! welcomes and history answers speak only of what is on disk, and a message still waiting when a
-//! client asks for history reaches that client after the answer, live. When a commit fails, its
-//! messages and every one numbered after it are refused to their senders (`unavailable`, with
-//! their ids) and their seqs are given out again (nobody saw them); new messages are refused until
-//! the committer has reopened the store.
+//! room puts itself in the journal (`crate::commit`), whose committer takes what waits in every
+//! room, writes it in one transaction on its own thread (no room's lock is held across the
+//! fsync), and only then, under the lock again, stores it in the history, acks it and relays it.
+//! The history holds committed messages only, so joins, welcomes and history answers speak only
+//! of what is on disk, and a message still waiting when a client asks for history reaches that
+//! client after the answer, live. When a commit fails, its messages and every one numbered after
+//! them in the same rooms are refused to their senders (`unavailable`, with their ids) and their
+//! seqs are given out again (nobody saw them); new messages are refused in every room until the
+//! committer has reopened the store.
+//!
+//! Presence. Each member has a name (see `crate::presence`); a `presence` frame goes to every v1
+//! member whenever a name appears in the room or leaves it, and to a joining member in any case.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::ws::Message;
-use tokio::sync::{Semaphore, SemaphorePermit};
-use wschat_protocol::v1::{ServerFrame, StoredMessage};
+use wschat_protocol::v1::{Position, ServerFrame, StoredMessage};
 use wschat_protocol::{ChatMessage, ErrorCode, WireError};
 
 use crate::close::Close;
+use crate::commit::{Admission, Durability, Journal};
 use crate::connection::Refusal;
-use crate::dedupe::Dedupe;
+use crate::dedupe::{sender_key, Dedupe};
 use crate::history::{History, Posted};
 use crate::metrics::{count, Metrics};
 use crate::outbound::Outbound;
+use crate::presence::Presence;
 
 /// Identifies one connected client for the lifetime of the relay process.
 pub type ClientId = u64;
@@ -42,7 +48,7 @@ pub type ClientId = u64;
 pub enum Mode {
     /// The tutorial's plain `{source, content}` frames (no subprotocol asked for).
     Tutorial,
-    /// `wschat.v1`: tagged envelopes with seqs, acks and history.
+    /// `wschat.v1`: tagged envelopes with rooms, seqs, acks and history.
     V1,
 }
 
@@ -57,59 +63,78 @@ impl Mode {
     }
 }
 
-/// Everything the room keeps for one connected client.
+/// What every room shares.
+pub struct Core {
+    /// Each client's outbound queue holds at most this many bytes (see `Outbound`).
+    pub queue_bytes: usize,
+    /// Members one room may have.
+    pub max_members: usize,
+    /// The relay's figures.
+    pub metrics: Arc<Metrics>,
+    /// The ids each sender used lately in each room (see [`sender_key`]): a re-send is acked
+    /// as a duplicate, not stored again. One for all rooms, so that its bounds are the relay's,
+    /// whatever the number of rooms; locked inside a room's lock, never the other way round.
+    pub dedupe: Mutex<Dedupe>,
+    /// With a store: where rooms with messages waiting for their commit queue up.
+    pub journal: Option<Journal>,
+    /// Counts up each time a room empties, to tell which empty room has been so longest.
+    pub ticks: AtomicU64,
+}
+
+impl Core {
+    fn dedupe(&self) -> std::sync::MutexGuard<'_, Dedupe> {
+        self.dedupe.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Everything the room keeps for one member.
 struct Member {
-    /// The client's outbound queue, drained by its writer.
+    /// The client's outbound queue, drained by its writer (shared by all its rooms).
     outbound: Arc<Outbound>,
     mode: Mode,
+    /// Its name, for presence and typing.
+    name: Arc<str>,
 }
 
-/// A client's place in the room: leaves the room when dropped, however the connection ends
-/// (including an upgrade that never completes).
-pub struct Seat {
-    room: Arc<Room>,
-    id: ClientId,
-}
-
-impl Seat {
-    /// The client's id, for logs.
-    #[must_use]
-    pub fn id(&self) -> ClientId {
-        self.id
-    }
-}
-
-impl Drop for Seat {
-    fn drop(&mut self) {
-        self.room.lock().members.remove(&self.id);
-    }
-}
-
-/// What a connection task holds for itself after joining the room.
-pub struct Membership {
-    /// Keeps the client in the room until dropped.
-    pub seat: Seat,
-    /// Frames to write to this client's socket, and the close once one is decided (by the room
-    /// when it evicts the client, or by the connection itself).
+/// A client about to join a room.
+#[derive(Clone)]
+pub struct Joiner {
+    /// The client.
+    pub id: ClientId,
+    /// Its queue.
     pub outbound: Arc<Outbound>,
+    /// Its protocol.
+    pub mode: Mode,
+    /// Its name now.
+    pub name: Arc<str>,
+}
+
+/// What a member is sent on joining.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Greeting {
+    /// The lobby at the handshake: the `welcome` frame, as before rooms (v1), or nothing
+    /// (tutorial).
+    Welcome,
+    /// After a `join`: `joined`, then (with presence) the first page of history after the
+    /// client's position, or from the start when it knew another epoch or none.
+    Joined {
+        /// Where the client stopped.
+        after: Option<Position>,
+    },
+}
+
+/// Why a client could not join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// The room has its most members.
+    Full,
+    /// The room was closed a moment ago: open it again.
+    Retired,
 }
 
 /// A client whose queue overflowed and which was therefore evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Evicted(pub ClientId);
-
-/// How new messages become durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// No store: a message is final once numbered.
-    Memory,
-    /// The committer writes every message before it is acked or relayed.
-    Committing,
-    /// A commit failed and the committer is reopening the store: new messages are refused.
-    Failing,
-    /// The relay is stopping: what waits is still written, new messages are refused.
-    Closing,
-}
 
 /// A numbered message waiting for its commit.
 #[derive(Debug)]
@@ -118,27 +143,42 @@ pub struct Uncommitted {
     pub message: StoredMessage,
     /// Its sender, who gets the ack (v1) once it is committed, or the refusal if that fails.
     from: ClientId,
-    /// What it holds of the room's budget for uncommitted messages (see [`Room::admit`]).
+    /// What it holds of the budget for uncommitted messages (see `Journal::admit`).
     permits: usize,
+}
+
+/// What one room has for the committer: its epoch and the messages that waited.
+#[derive(Debug)]
+pub struct Batch {
+    /// The epoch the messages are numbered in.
+    pub epoch: String,
+    /// The messages, oldest first.
+    pub messages: Vec<Uncommitted>,
 }
 
 struct State {
     members: HashMap<ClientId, Member>,
+    presence: Presence,
+    /// Set when the names in the room changed and the members have not been told yet.
+    presence_changed: bool,
     /// The committed messages (all of them, without a store).
     history: History,
-    durability: Durability,
     /// Numbered messages waiting for the committer, oldest first; they follow those it writes.
     waiting: Vec<Uncommitted>,
     /// How many messages the committer is writing now: they follow the history's latest seq.
     writing: u64,
-    /// The ids each sender used lately: a re-send is acked as a duplicate, not stored again.
-    dedupe: Dedupe,
+    /// Whether the room is in the journal's queue.
+    in_journal: bool,
     /// The seq of every message waiting or being written, by (sender, id): a re-send of one is
     /// not numbered again but waits for the same commit.
     uncommitted_ids: HashMap<(String, String), u64>,
     /// Re-sends of uncommitted messages (seq, sender, id): acked as duplicates once the message is
     /// committed, refused with it if that fails.
     resent: Vec<(u64, ClientId, String)>,
+    /// The room was closed (`crate::rooms`): nobody joins it any more; a new one opens instead.
+    retired: bool,
+    /// When the room last became empty (a `Core::ticks` value).
+    emptied_at: u64,
 }
 
 impl State {
@@ -146,179 +186,265 @@ impl State {
     fn next_seq(&self) -> u64 {
         self.history.latest_seq() + self.writing + self.waiting.len() as u64 + 1
     }
-}
 
-/// The most bytes of messages that may wait for their commit at once. Past it, readers wait
-/// before they take another message (their clients' sockets fill and they slow down), rather than
-/// memory growing while the disk lags. Sixteen MiB is thousands of messages: the disk has to be
-/// far behind for anyone to wait.
-const UNCOMMITTED_BYTES: usize = 16 * 1024 * 1024;
+    /// Nobody in it and nothing on its way to the disk: the room can close.
+    fn idle(&self) -> bool {
+        self.members.is_empty()
+            && self.waiting.is_empty()
+            && self.writing == 0
+            && self.resent.is_empty()
+            && !self.in_journal
+    }
+}
 
 /// The most bytes of messages one history answer holds, and at most a quarter of a client's
 /// queue bound, so that an answer always fits beside the live messages: a history larger than the
 /// queue (150 messages of 10,000 emoji are 6 MB) would otherwise evict every client that asks for
 /// it. A client asks for the next page once it has this one, so one page at a time waits for
 /// it. 256 KiB is a few thousand ordinary messages, and a few of the largest (40 KB each).
-const PAGE_BYTES: usize = 256 * 1024;
+pub const PAGE_BYTES: usize = 256 * 1024;
 
 /// The most messages one history answer holds: bounds the time the room's lock is held to pick
 /// them (a reference count each), however small they are.
 const PAGE_MESSAGES: usize = 1000;
 
-/// The connected clients and the conversation they share.
+/// One room: its members and the conversation they share.
 ///
 /// A std `Mutex` is right here: it is held only to number messages and queue frames (no I/O, no
 /// `.await`), so no task can hold it while suspended; the committer writes to disk without it.
 pub struct Room {
+    name: Arc<str>,
     state: Mutex<State>,
-    /// Wakes the committer when messages wait for it or the relay stops.
-    wake: Condvar,
-    /// With a store: the budget of bytes of uncommitted messages ([`UNCOMMITTED_BYTES`]).
-    admission: Semaphore,
-    durable: bool,
-    next_id: AtomicU64,
-    /// Each client's outbound queue holds at most this many bytes (see `Outbound`).
-    queue_bytes: usize,
-    metrics: Arc<Metrics>,
-}
-
-/// What a message holds of the room's budget for uncommitted messages: kept by the message until
-/// it is committed or refused, given back at once if it never waits for a commit.
-pub struct Admission<'a>(Option<SemaphorePermit<'a>>);
-
-impl Admission<'_> {
-    /// Nothing held: for a room without a store.
-    pub fn none() -> Self {
-        Self(None)
-    }
-
-    /// Hands the permits over to a waiting message (given back by the room later).
-    fn keep(self) -> usize {
-        self.0.map_or(0, |permit| {
-            let permits = permit.num_permits();
-            permit.forget();
-            permits
-        })
-    }
+    /// Its members now, readable without the lock (for the list of rooms).
+    members: AtomicUsize,
+    core: Arc<Core>,
 }
 
 impl Room {
-    /// An empty room whose members' outbound queues each hold at most `queue_bytes`, going on
-    /// from `history` and recognising the re-sends `dedupe` remembers. With `durable`, new
-    /// messages wait for the committer (`crate::commit`, started by the caller) before they are
-    /// acked and relayed.
+    /// An empty room called `name`, going on from `history`.
     #[must_use]
-    pub fn new(
-        queue_bytes: usize,
-        history: History,
-        dedupe: Dedupe,
-        durable: bool,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(name: Arc<str>, history: History, core: Arc<Core>) -> Self {
         Self {
+            name,
             state: Mutex::new(State {
                 members: HashMap::new(),
+                presence: Presence::default(),
+                presence_changed: false,
                 history,
-                dedupe,
-                durability: if durable { Durability::Committing } else { Durability::Memory },
                 waiting: Vec::new(),
                 writing: 0,
+                in_journal: false,
                 uncommitted_ids: HashMap::new(),
                 resent: Vec::new(),
+                retired: false,
+                emptied_at: 0,
             }),
-            wake: Condvar::new(),
-            admission: Semaphore::new(UNCOMMITTED_BYTES),
-            durable,
-            next_id: AtomicU64::new(1),
-            queue_bytes,
-            metrics,
+            members: AtomicUsize::new(0),
+            core,
         }
     }
 
-    /// Adds a client. A v1 client's queue starts with the welcome frame.
-    ///
-    /// The relay joins a client before it answers the WebSocket handshake: once the client sees its
-    /// socket open, every message sent after that reaches it (queued until its writer starts).
-    #[cfg(test)]
-    pub fn join(self: &Arc<Self>, mode: Mode) -> Membership {
-        self.join_unless_full(mode, usize::MAX).expect("no room holds usize::MAX members")
+    /// Its name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// Like [`Room::join`], but `None` when `max_members` are already connected. The count is
-    /// checked under the same lock as the join, so concurrent handshakes cannot overshoot it.
-    pub fn join_unless_full(
-        self: &Arc<Self>,
-        mode: Mode,
-        max_members: usize,
-    ) -> Option<Membership> {
-        let mut state = self.lock();
-        if state.members.len() >= max_members {
-            return None;
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let outbound = Arc::new(Outbound::default());
-        if mode == Mode::V1 {
-            // The byte bound is not applied to the welcome: this cannot fail.
-            let _ = outbound.offer(text(state.history.welcome().to_json()), usize::MAX);
-        }
-        state.members.insert(id, Member { outbound: Arc::clone(&outbound), mode });
-        let seat = Seat { room: Arc::clone(self), id };
-        Some(Membership { seat, outbound })
+    /// Its name, shared.
+    #[must_use]
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.name
     }
 
-    /// How many clients are connected.
+    /// How many clients are in it.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().members.len()
+        self.members.load(Ordering::Relaxed)
     }
 
-    /// Takes `bytes` of the budget for messages waiting for their commit, waiting for the
-    /// committer to give some back if need be; nothing without a store. Taken before a frame is
-    /// read into a message, and handed to [`Room::post`].
-    pub async fn admit(&self, bytes: usize) -> Admission<'_> {
-        if !self.durable {
-            return Admission::none();
+    /// Adds a client and greets it (see [`Greeting`]); the others learn its name if it is new
+    /// to the room.
+    ///
+    /// The relay adds a client to the lobby before it answers the WebSocket handshake: once the
+    /// client sees its socket open, every message sent after that reaches it.
+    ///
+    /// # Errors
+    /// [`JoinError::Full`] when the room has `Core::max_members` members, [`JoinError::Retired`]
+    /// when it has been closed (open it again).
+    pub fn join(&self, joiner: Joiner, greeting: &Greeting) -> Result<(), JoinError> {
+        let mut state = self.lock();
+        if state.retired {
+            return Err(JoinError::Retired);
         }
-        let permits = u32::try_from(bytes.clamp(1, UNCOMMITTED_BYTES)).unwrap_or(u32::MAX);
-        // The semaphore is never closed.
-        Admission(self.admission.acquire_many(permits).await.ok())
+        if state.members.len() >= self.core.max_members {
+            return Err(JoinError::Full);
+        }
+        let Joiner { id, outbound, mode, name } = joiner;
+        if state.presence.add(&name) {
+            state.presence_changed = true;
+        }
+        state.members.insert(id, Member { outbound, mode, name });
+        state.emptied_at = 0;
+        self.core.metrics.room_joins.inc();
+        let page = self.greet(&mut state, id, greeting);
+        self.settle(&mut state);
+        drop(state);
+        if let Some(after_seq) = page {
+            let _ = self.answer_history(id, 0, after_seq);
+        }
+        Ok(())
     }
 
-    /// Numbers a message from `from`; without a store, queues it for every other client (each in
+    /// Greets member `id` again, as on joining: a client that joins a room it is in gets the
+    /// room's state and the history after its position (a resync).
+    pub fn greet_again(&self, id: ClientId, greeting: &Greeting) {
+        let mut state = self.lock();
+        let page = self.greet(&mut state, id, greeting);
+        self.settle(&mut state);
+        drop(state);
+        if let Some(after_seq) = page {
+            let _ = self.answer_history(id, 0, after_seq);
+        }
+    }
+
+    /// Queues the greeting for `id` (a v1 member), and its own presence frame unless everyone's
+    /// is on its way; returns the seq after which its first history page starts, if it gets one.
+    fn greet(&self, state: &mut State, id: ClientId, greeting: &Greeting) -> Option<u64> {
+        if state.members.get(&id).is_none_or(|member| member.mode != Mode::V1) {
+            return None;
+        }
+        let (frame, page) = match greeting {
+            Greeting::Welcome => (state.history.welcome(), None),
+            Greeting::Joined { after } => {
+                let after_seq = after
+                    .as_ref()
+                    .filter(|position| position.epoch == state.history.epoch())
+                    .map_or(0, |position| position.seq);
+                let joined = ServerFrame::Joined {
+                    room: self.name.to_string(),
+                    epoch: state.history.epoch().to_owned(),
+                    latest_seq: state.history.latest_seq(),
+                    oldest_seq: state.history.oldest_seq(),
+                    members: state.members.len() as u64,
+                };
+                (joined, Some(after_seq))
+            }
+        };
+        let limit = self.core.queue_bytes;
+        // The greeting is not held to the byte bound (as the welcome before rooms): it cannot
+        // fail, and a client's first frames must arrive.
+        let _ = state.members[&id].outbound.offer(text(frame.to_json()), usize::MAX);
+        if !state.presence_changed {
+            let presence = text(state.presence.frame(&self.name).to_json());
+            let _ = state.queue(id, presence, limit);
+        }
+        page
+    }
+
+    /// Removes a member; returns true when the room is then idle (nobody in it, nothing on its
+    /// way to the disk), whether or not the member was still there (it may have been evicted).
+    pub fn leave(&self, id: ClientId) -> bool {
+        let mut state = self.lock();
+        state.remove(id);
+        self.settle(&mut state);
+        if state.members.is_empty() && state.emptied_at == 0 {
+            state.emptied_at = self.core.ticks.fetch_add(1, Ordering::Relaxed) + 1;
+        }
+        state.idle()
+    }
+
+    /// Member `id` goes by `name` from now on (it sent a message under a new `source`).
+    pub fn rename(&self, id: ClientId, name: &Arc<str>) {
+        let mut state = self.lock();
+        let Some(member) = state.members.get_mut(&id) else { return };
+        let old = std::mem::replace(&mut member.name, Arc::clone(name));
+        let gone = state.presence.remove(&old);
+        let new = state.presence.add(name);
+        if gone || new {
+            state.presence_changed = true;
+            self.settle(&mut state);
+        }
+    }
+
+    /// Tells the room's other v1 members that member `from` is typing.
+    pub fn typing(&self, from: ClientId) {
+        let mut state = self.lock();
+        let Some(member) = state.members.get(&from) else { return };
+        let frame =
+            ServerFrame::Typing { room: self.name.to_string(), name: member.name.to_string() };
+        let frame = text(frame.to_json());
+        let others: Vec<ClientId> = state
+            .members
+            .iter()
+            .filter(|&(&id, member)| id != from && member.mode == Mode::V1)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in others {
+            let _ = state.queue(id, frame.clone(), self.core.queue_bytes);
+        }
+        self.settle(&mut state);
+    }
+
+    /// Whether the room is empty and holds nothing on its way to the disk; and when it emptied.
+    #[must_use]
+    pub fn idle_since(&self) -> Option<u64> {
+        let state = self.lock();
+        (state.idle() && !state.retired).then_some(state.emptied_at)
+    }
+
+    /// Closes the room if it is idle: nobody can join it any more (they open a new one). True
+    /// when it was closed.
+    pub fn retire_if_idle(&self) -> bool {
+        let mut state = self.lock();
+        if !state.idle() {
+            return false;
+        }
+        state.retired = true;
+        true
+    }
+
+    /// Numbers a message from `from`; without a store, queues it for every other member (each in
     /// its own protocol) and, for a v1 sender, queues the ack. With a store, the message waits for
     /// the committer, which does that once the message is on disk; while the store fails, the
     /// message is refused with `unavailable` (the sender keeps it and sends it again later). A
-    /// re-sent message (same sender and id, within the dedupe window: see `crate::dedupe`) is
-    /// only acked again, as a duplicate, once its first copy is committed.
+    /// re-sent message (same sender, room and id, within the dedupe window: see `crate::dedupe`)
+    /// is only acked again, as a duplicate, once its first copy is committed.
     ///
-    /// A client whose queue passed its byte bound has stopped reading: it is evicted (its
-    /// connection closes with 1008) rather than allowed to slow the sender or anyone else. Returns
-    /// the evicted clients.
+    /// A member whose queue passed its byte bound has stopped reading: it is evicted (its
+    /// connection closes with 1008) rather than allowed to slow the sender or anyone else.
+    /// Returns the evicted clients.
     pub fn post(
-        &self,
+        self: &Arc<Self>,
         from: ClientId,
         posted: Posted,
         sent_at_ms: u64,
         admission: Admission<'_>,
     ) -> Vec<Evicted> {
         let mut state = self.lock();
-        if let Some(seq) = state.dedupe.seq_of(&posted.source, &posted.id, sent_at_ms) {
-            let ack = ServerFrame::Ack { id: posted.id, seq, duplicate: true };
-            return state
-                .queue(from, text(ack.to_json()), self.queue_bytes)
-                .err()
-                .into_iter()
-                .collect();
+        let key = sender_key(&self.name, &posted.source);
+        let known = self.core.dedupe().seq_of(&key, &posted.id, sent_at_ms);
+        if let Some(seq) = known {
+            let ack = ServerFrame::Ack {
+                room: self.name.to_string(),
+                id: posted.id,
+                seq,
+                duplicate: true,
+            };
+            let evicted = state.queue(from, text(ack.to_json()), self.core.queue_bytes).err();
+            self.settle(&mut state);
+            return evicted.into_iter().collect();
         }
-        match state.durability {
-            Durability::Memory => {
-                let message = posted.numbered(state.history.latest_seq() + 1, sent_at_ms);
-                let frames = Encoded::new(&message);
-                state.dedupe.remember(&message.source, &message.id, message.seq, sent_at_ms);
-                state.history.push(message);
-                self.metrics.messages_in.inc();
-                state.deliver(from, &frames, self.queue_bytes)
-            }
+        let Some(journal) = &self.core.journal else {
+            let message = posted.numbered(state.history.latest_seq() + 1, sent_at_ms);
+            let frames = Encoded::new(&self.name, &message);
+            self.core.dedupe().remember(&key, &message.id, message.seq, sent_at_ms);
+            state.history.push(message);
+            self.core.metrics.messages_in.inc();
+            let evicted = state.deliver(from, &frames, self.core.queue_bytes);
+            self.settle(&mut state);
+            return evicted;
+        };
+        match journal.durability() {
             Durability::Committing => {
                 let key = (posted.source.clone(), posted.id.clone());
                 if let Some(&seq) = state.uncommitted_ids.get(&key) {
@@ -329,11 +455,16 @@ impl Room {
                 state.uncommitted_ids.insert(key, seq);
                 let message = posted.numbered(seq, sent_at_ms);
                 state.waiting.push(Uncommitted { message, from, permits: admission.keep() });
-                self.wake.notify_one();
+                if !state.in_journal {
+                    state.in_journal = true;
+                    journal.enqueue(Arc::clone(self));
+                }
                 Vec::new()
             }
             Durability::Failing | Durability::Closing => {
-                self.refuse_unavailable(&mut state, from, posted.id).err().into_iter().collect()
+                let evicted = self.refuse_unavailable(&mut state, from, posted.id).err();
+                self.settle(&mut state);
+                evicted.into_iter().collect()
             }
         }
     }
@@ -350,90 +481,90 @@ impl Room {
         request_id: u64,
         after_seq: u64,
     ) -> Result<(), Evicted> {
-        let page_bytes = (self.queue_bytes / 4).min(PAGE_BYTES);
+        let page_bytes = (self.core.queue_bytes / 4).min(PAGE_BYTES);
         let page = self.lock().history.page(after_seq, page_bytes, PAGE_MESSAGES);
         // Copied and encoded without the lock: up to a few hundred kilobytes of text.
-        let answer = text(page.into_frame(request_id).to_json());
-        self.lock().queue(to, answer, self.queue_bytes)
-    }
-
-    /// Queues `frame` for one client (an answer to something it sent).
-    ///
-    /// # Errors
-    /// `Evicted` when that client's queue is full, after evicting it: a client that floods the
-    /// relay with requests but never reads the answers is a slow consumer too.
-    pub fn send_to(&self, id: ClientId, frame: Message) -> Result<(), Evicted> {
-        self.lock().queue(id, frame, self.queue_bytes)
-    }
-
-    /// For the committer: waits until messages wait for their commit, and takes them all (they
-    /// are being written from then on). `None` once the relay is stopping and nothing waits.
-    pub fn next_batch(&self) -> Option<Vec<Uncommitted>> {
+        let answer = text(page.into_frame(&self.name, request_id).to_json());
         let mut state = self.lock();
-        loop {
-            if !state.waiting.is_empty() {
-                let batch = std::mem::take(&mut state.waiting);
-                state.writing = batch.len() as u64;
-                return Some(batch);
-            }
-            if state.durability == Durability::Closing {
-                return None;
-            }
-            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
-        }
+        let queued = state.queue(to, answer, self.core.queue_bytes);
+        self.settle(&mut state);
+        queued
+    }
+
+    /// For the committer: takes the messages that wait (they are being written from then on).
+    pub fn take_waiting(&self) -> Batch {
+        let mut state = self.lock();
+        state.in_journal = false;
+        let messages = std::mem::take(&mut state.waiting);
+        state.writing = messages.len() as u64;
+        Batch { epoch: state.history.epoch().to_owned(), messages }
     }
 
     /// For the committer: `batch` is on disk. Stores it in the history, acks each message to its
     /// sender (and to anyone who re-sent it meanwhile) and relays it to everyone else, in seq
-    /// order. The frames are encoded before the lock is taken.
-    pub fn committed(&self, batch: Vec<Uncommitted>) {
-        let frames: Vec<_> = batch.iter().map(|pending| Encoded::new(&pending.message)).collect();
-        let last_seq = batch.last().map_or(0, |pending| pending.message.seq);
-        let permits: usize = batch.iter().map(|pending| pending.permits).sum();
+    /// order. The frames are encoded before the lock is taken. Returns true when the room is
+    /// then idle.
+    pub fn committed(&self, batch: Batch) -> bool {
+        let frames: Vec<_> = batch
+            .messages
+            .iter()
+            .map(|pending| Encoded::new(&self.name, &pending.message))
+            .collect();
+        let last_seq = batch.messages.last().map_or(0, |pending| pending.message.seq);
+        let permits: usize = batch.messages.iter().map(|pending| pending.permits).sum();
         let mut state = self.lock();
         state.writing = 0;
-        for (pending, frames) in batch.into_iter().zip(frames) {
+        for (pending, frames) in batch.messages.into_iter().zip(frames) {
             let message = &pending.message;
             state.uncommitted_ids.remove(&(message.source.clone(), message.id.clone()));
-            state.dedupe.remember(&message.source, &message.id, message.seq, message.sent_at_ms);
+            let key = sender_key(&self.name, &message.source);
+            self.core.dedupe().remember(&key, &message.id, message.seq, message.sent_at_ms);
             state.history.push(pending.message);
-            self.metrics.messages_in.inc();
+            self.core.metrics.messages_in.inc();
             // Evicted clients are closing; nothing more to do about them here.
-            let _ = state.deliver(pending.from, &frames, self.queue_bytes);
+            let _ = state.deliver(pending.from, &frames, self.core.queue_bytes);
         }
         let resent = std::mem::take(&mut state.resent);
         let (acked, still_waiting) = resent.into_iter().partition(|(seq, ..)| *seq <= last_seq);
         state.resent = still_waiting;
         for (seq, from, id) in acked {
-            let ack = ServerFrame::Ack { id, seq, duplicate: true };
-            let _ = state.queue(from, text(ack.to_json()), self.queue_bytes);
+            let ack = ServerFrame::Ack { room: self.name.to_string(), id, seq, duplicate: true };
+            let _ = state.queue(from, text(ack.to_json()), self.core.queue_bytes);
         }
+        self.settle(&mut state);
+        let idle = state.idle();
         drop(state);
-        self.admission.add_permits(permits);
+        self.release(permits);
+        idle
     }
 
-    /// For the committer: writing `batch` failed. Its messages and every one numbered after it
-    /// are refused with `unavailable`, their seqs are given out again (nobody saw them), and new
-    /// messages are refused until [`Room::recovered`] (or [`Room::restart_epoch`]).
-    pub fn commit_failed(&self, batch: Vec<Uncommitted>) {
+    /// For the committer: writing `batch` failed (the journal is failing already). Its messages
+    /// and every one numbered after them are refused with `unavailable`, and their seqs are given
+    /// out again (nobody saw them).
+    pub fn commit_failed(&self, batch: Batch) {
         let mut state = self.lock();
         state.writing = 0;
-        if state.durability == Durability::Committing {
-            state.durability = Durability::Failing;
-        }
+        let permits = self.refuse_uncommitted(&mut state, batch.messages);
+        self.settle(&mut state);
+        drop(state);
+        self.release(permits);
+    }
+
+    /// Refuses `batch` and everything waiting or re-sent, with `unavailable`; returns the permits
+    /// they held.
+    fn refuse_uncommitted(&self, state: &mut State, batch: Vec<Uncommitted>) -> usize {
         let waiting = std::mem::take(&mut state.waiting);
         let resent = std::mem::take(&mut state.resent);
         state.uncommitted_ids.clear();
         let mut permits = 0;
         for pending in batch.into_iter().chain(waiting) {
             permits += pending.permits;
-            let _ = self.refuse_unavailable(&mut state, pending.from, pending.message.id);
+            let _ = self.refuse_unavailable(state, pending.from, pending.message.id);
         }
         for (_, from, id) in resent {
-            let _ = self.refuse_unavailable(&mut state, from, id);
+            let _ = self.refuse_unavailable(state, from, id);
         }
-        drop(state);
-        self.admission.add_permits(permits);
+        permits
     }
 
     /// For the committer: the epoch and the newest committed seq, which the store must hold.
@@ -443,22 +574,16 @@ impl Room {
         (state.history.epoch().to_owned(), state.history.latest_seq())
     }
 
-    /// For the committer: the store holds every committed message again; new messages are taken.
-    pub fn recovered(&self) {
-        let mut state = self.lock();
-        if state.durability == Durability::Failing {
-            state.durability = Durability::Committing;
-        }
-    }
-
-    /// For the committer: the store could not be brought back to the committed history (its file
-    /// was replaced, or lost what it had written), so numbering cannot go on in this epoch. The
-    /// history starts over in `epoch`, and every v1 client is closed with 1012 so that it
-    /// reconnects and sees the new epoch in its welcome; tutorial clients know no seqs and stay.
+    /// For the committer: the store could not be brought back to the room's committed history
+    /// (its file was replaced, or lost what it had written), so numbering cannot go on in this
+    /// epoch. The history starts over in `epoch`, whatever waited is refused, and every v1
+    /// member is closed with 1012 so that it reconnects and sees the new epoch when it joins
+    /// again; tutorial clients know no seqs and stay.
     pub fn restart_epoch(&self, epoch: String) {
         let mut state = self.lock();
+        let permits = self.refuse_uncommitted(&mut state, Vec::new());
         state.history.restart(epoch);
-        state.dedupe.clear();
+        self.core.dedupe().forget_room(&self.name);
         let v1: Vec<_> = state
             .members
             .iter()
@@ -466,42 +591,46 @@ impl Room {
             .map(|(&id, _)| id)
             .collect();
         for id in v1 {
-            if let Some(member) = state.members.remove(&id) {
+            if let Some(member) = state.remove(id) {
                 member.outbound.close(Close::NewEpoch);
             }
         }
-        if state.durability == Durability::Failing {
-            state.durability = Durability::Committing;
-        }
-    }
-
-    /// For the committer, between two tries at reopening the store: waits `pause`, or less if
-    /// the relay starts stopping. True when it is stopping (stop trying).
-    pub fn pause_unless_closing(&self, pause: Duration) -> bool {
-        let state = self.lock();
-        if state.durability == Durability::Closing {
-            return true;
-        }
-        let (state, _) =
-            self.wake.wait_timeout(state, pause).unwrap_or_else(PoisonError::into_inner);
-        state.durability == Durability::Closing
-    }
-
-    /// Whether new messages are taken (not refused because the store fails or the relay stops).
-    #[cfg(test)]
-    pub fn takes_messages(&self) -> bool {
-        matches!(self.lock().durability, Durability::Memory | Durability::Committing)
-    }
-
-    /// Stops taking new messages (they are refused with `unavailable`) and tells the committer
-    /// to write what waits and stop. Called when the relay stops, after the sockets closed.
-    pub fn close_store(&self) {
-        let mut state = self.lock();
-        if state.durability != Durability::Memory {
-            state.durability = Durability::Closing;
-        }
+        self.settle(&mut state);
         drop(state);
-        self.wake.notify_all();
+        self.release(permits);
+    }
+
+    /// Tells every v1 member about a change in the names, if there was one; members evicted on
+    /// the way (their queues full) may change the names again, so until nothing changes.
+    fn settle(&self, state: &mut State) {
+        while std::mem::take(&mut state.presence_changed) {
+            let frame = text(state.presence.frame(&self.name).to_json());
+            let v1: Vec<ClientId> = state
+                .members
+                .iter()
+                .filter(|(_, member)| member.mode == Mode::V1)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in v1 {
+                let _ = state.queue(id, frame.clone(), self.core.queue_bytes);
+            }
+        }
+        self.counted(state);
+    }
+
+    /// Keeps the member count readable without the lock, the gauge of members and the count of
+    /// leaves in step with the members: called after every change (evictions remove members deep
+    /// inside the state's methods).
+    fn counted(&self, state: &State) {
+        let now = state.members.len();
+        let before = self.members.swap(now, Ordering::Relaxed);
+        let metrics = &self.core.metrics;
+        if now > before {
+            metrics.room_members.inc_by(gauge(now - before));
+        } else if now < before {
+            metrics.room_members.dec_by(gauge(before - now));
+            metrics.room_leaves.inc_by((before - now) as u64);
+        }
     }
 
     /// Queues the `unavailable` refusal of message `id` for its sender, counted.
@@ -512,10 +641,18 @@ impl Room {
         id: String,
     ) -> Result<(), Evicted> {
         let Some(mode) = state.members.get(&from).map(|member| member.mode) else { return Ok(()) };
-        count(&self.metrics.frames_refused, ErrorCode::Unavailable.as_str());
+        count(&self.core.metrics.frames_refused, ErrorCode::Unavailable.as_str());
         let error = WireError::new(ErrorCode::Unavailable, "");
-        let refusal = Refusal { error, id: Some(id), request_id: None };
-        state.queue(from, refusal.into_frame(mode), self.queue_bytes)
+        let refusal =
+            Refusal { error, room: Some(self.name.to_string()), id: Some(id), request_id: None };
+        state.queue(from, refusal.into_frame(mode), self.core.queue_bytes)
+    }
+
+    /// Gives permits back to the budget for uncommitted messages.
+    fn release(&self, permits: usize) {
+        if let Some(journal) = &self.core.journal {
+            journal.release(permits);
+        }
     }
 
     /// Locks the state, recovering it if a thread panicked while holding it: every critical
@@ -555,11 +692,27 @@ impl State {
         Err(Evicted(id))
     }
 
+    /// Closes a member's connection as not reading, and removes it from this room (its other
+    /// rooms let it go when its connection ends).
     fn evict(&mut self, id: ClientId) {
-        if let Some(member) = self.members.remove(&id) {
+        if let Some(member) = self.remove(id) {
             member.outbound.close(Close::SlowConsumer);
         }
     }
+
+    /// Removes a member, noting whether its name left the room with it.
+    fn remove(&mut self, id: ClientId) -> Option<Member> {
+        let member = self.members.remove(&id)?;
+        if self.presence.remove(&member.name) {
+            self.presence_changed = true;
+        }
+        Some(member)
+    }
+}
+
+/// A count as a gauge's value.
+fn gauge(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// A stored message encoded once per protocol, shared by every recipient of that protocol, and
@@ -571,10 +724,16 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn new(stored: &StoredMessage) -> Self {
-        let ack = ServerFrame::Ack { id: stored.id.clone(), seq: stored.seq, duplicate: false };
+    fn new(room: &str, stored: &StoredMessage) -> Self {
+        let ack = ServerFrame::Ack {
+            room: room.to_owned(),
+            id: stored.id.clone(),
+            seq: stored.seq,
+            duplicate: false,
+        };
+        let message = ServerFrame::Message { room: room.to_owned(), message: stored.clone() };
         Self {
-            v1: text(ServerFrame::Message(stored.clone()).to_json()),
+            v1: text(message.to_json()),
             tutorial: text(ChatMessage::from(stored).to_json()),
             ack: text(ack.to_json()),
         }
@@ -600,44 +759,88 @@ mod tests {
     /// Bytes enough for anything these tests queue.
     const ROOMY: usize = 1024 * 1024;
 
+    fn core(queue_bytes: usize, durable: bool) -> Arc<Core> {
+        Arc::new(Core {
+            queue_bytes,
+            max_members: usize::MAX,
+            metrics: Arc::new(Metrics::new()),
+            dedupe: Mutex::new(Dedupe::new(crate::dedupe::Limits::default())),
+            journal: durable.then(Journal::default),
+            ticks: AtomicU64::new(0),
+        })
+    }
+
     fn room(queue_bytes: usize) -> Arc<Room> {
         let history = History::new("epoch".into(), 100);
-        Arc::new(Room::new(queue_bytes, history, dedupe(), false, Arc::new(Metrics::new())))
+        Arc::new(Room::new("lobby".into(), history, core(queue_bytes, false)))
     }
 
     /// A room with a store, whose committer the test plays by hand.
     fn durable_room() -> Arc<Room> {
         let history = History::new("epoch".into(), 100);
-        Arc::new(Room::new(ROOMY, history, dedupe(), true, Arc::new(Metrics::new())))
+        Arc::new(Room::new("lobby".into(), history, core(ROOMY, true)))
     }
 
-    fn dedupe() -> Dedupe {
-        Dedupe::new(crate::dedupe::Limits::default())
+    /// A client in a room, reading its queue by hand.
+    struct Tab {
+        id: ClientId,
+        outbound: Arc<Outbound>,
+    }
+
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+    fn join(room: &Room, mode: Mode) -> Tab {
+        join_as(room, mode, "ada")
+    }
+
+    fn join_as(room: &Room, mode: Mode, name: &str) -> Tab {
+        let tab = Tab {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            outbound: Arc::new(Outbound::default()),
+        };
+        let joiner =
+            Joiner { id: tab.id, outbound: Arc::clone(&tab.outbound), mode, name: name.into() };
+        room.join(joiner, &Greeting::Welcome).unwrap();
+        tab
     }
 
     fn posted(id: &str, content: &str) -> Posted {
         Posted { id: id.into(), source: "ada".into(), content: content.into() }
     }
 
-    fn post(room: &Room, from: &Membership, id: &str) -> Vec<Evicted> {
-        room.post(from.seat.id(), posted(id, id), 0, Admission::none())
+    fn post(room: &Arc<Room>, from: &Tab, id: &str) -> Vec<Evicted> {
+        room.post(from.id, posted(id, id), 0, Admission::none())
+    }
+
+    /// The committer's part, played by hand: takes what waits in the room.
+    fn next_batch(room: &Room) -> Batch {
+        let queued = room.core.journal.as_ref().unwrap().next_rooms().unwrap();
+        assert!(queued.iter().all(|queued| std::ptr::eq(&**queued, room)));
+        room.take_waiting()
     }
 
     fn tutorial_text(content: &str) -> Message {
         text(ChatMessage { source: "ada".into(), content: content.into() }.to_json())
     }
 
-    /// The v1 frames a member has waiting, decoded.
-    fn frames(member: &Membership) -> Vec<ServerFrame> {
-        let taken = member.outbound.take_now();
+    /// Every v1 frame a member has waiting, decoded.
+    fn all_frames(tab: &Tab) -> Vec<ServerFrame> {
+        let taken = tab.outbound.take_now();
         taken
             .iter()
             .map(|frame| ServerFrame::from_json(frame.to_text().unwrap()).unwrap())
             .collect()
     }
 
+    /// The v1 frames a member has waiting but presence frames, decoded.
+    fn frames(tab: &Tab) -> Vec<ServerFrame> {
+        let mut frames = all_frames(tab);
+        frames.retain(|frame| !matches!(frame, ServerFrame::Presence { .. }));
+        frames
+    }
+
     fn ack(id: &str, seq: u64) -> ServerFrame {
-        ServerFrame::Ack { id: id.into(), seq, duplicate: false }
+        ServerFrame::Ack { room: "lobby".into(), id: id.into(), seq, duplicate: false }
     }
 
     /// (seq, id) of each message frame, and "history" for a history answer.
@@ -645,8 +848,19 @@ mod tests {
         frames
             .iter()
             .filter_map(|frame| match frame {
-                ServerFrame::Message(message) => Some((message.seq, message.id.clone())),
+                ServerFrame::Message { message, .. } => Some((message.seq, message.id.clone())),
                 ServerFrame::History { .. } => Some((0, "history".into())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The names of each presence frame.
+    fn presence(frames: &[ServerFrame]) -> Vec<Vec<String>> {
+        frames
+            .iter()
+            .filter_map(|frame| match frame {
+                ServerFrame::Presence { names, .. } => Some(names.clone()),
                 _ => None,
             })
             .collect()
@@ -656,40 +870,90 @@ mod tests {
     #[test]
     fn post_skips_a_tutorial_sender() {
         let room = room(ROOMY);
-        let a = room.join(Mode::Tutorial);
-        let b = room.join(Mode::Tutorial);
-        let c = room.join(Mode::Tutorial);
-        assert!(room.post(a.seat.id(), posted("1", "hi"), 0, Admission::none()).is_empty());
+        let a = join(&room, Mode::Tutorial);
+        let b = join(&room, Mode::Tutorial);
+        let c = join(&room, Mode::Tutorial);
+        assert!(room.post(a.id, posted("1", "hi"), 0, Admission::none()).is_empty());
         assert_eq!(b.outbound.take_now(), [tutorial_text("hi")]);
         assert_eq!(c.outbound.take_now(), [tutorial_text("hi")]);
         assert!(a.outbound.take_now().is_empty());
     }
 
-    /// A v1 client is welcomed, gets an ack for its own message and the numbered message of others.
+    /// A v1 client is welcomed, gets an ack for its own message and the numbered message of
+    /// others.
     #[test]
     fn v1_members_get_welcome_acks_and_numbered_messages() {
         let room = room(ROOMY);
-        let a = room.join(Mode::V1);
-        let b = room.join(Mode::V1);
-        for member in [&a, &b] {
-            assert!(matches!(frames(member)[..], [ServerFrame::Welcome { .. }]));
+        let a = join(&room, Mode::V1);
+        let b = join(&room, Mode::V1);
+        for tab in [&a, &b] {
+            assert!(matches!(frames(tab)[..], [ServerFrame::Welcome { .. }]));
         }
-        room.post(a.seat.id(), posted("m1", "hi"), 7, Admission::none());
+        room.post(a.id, posted("m1", "hi"), 7, Admission::none());
         assert_eq!(frames(&a), [ack("m1", 1)]);
         assert_eq!(
             frames(&b),
-            [ServerFrame::Message(StoredMessage {
-                seq: 1,
-                id: "m1".into(),
-                source: "ada".into(),
-                content: "hi".into(),
-                sent_at_ms: 7
-            })]
+            [ServerFrame::Message {
+                room: "lobby".into(),
+                message: StoredMessage {
+                    seq: 1,
+                    id: "m1".into(),
+                    source: "ada".into(),
+                    content: "hi".into(),
+                    sent_at_ms: 7
+                }
+            }]
         );
         // A re-send is acked as a duplicate and not relayed again.
         post(&room, &a, "m1");
-        assert_eq!(frames(&a), [ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: true }]);
+        assert_eq!(
+            frames(&a),
+            [ServerFrame::Ack { room: "lobby".into(), id: "m1".into(), seq: 1, duplicate: true }]
+        );
         assert!(frames(&b).is_empty());
+    }
+
+    /// Presence: each member learns the names on joining; a new name is told to everyone, a
+    /// second tab of a known name to nobody else, and a name goes when its last tab leaves or
+    /// is renamed. Tutorial members count, but get no presence frames.
+    #[test]
+    fn presence_follows_names_not_tabs() {
+        let room = room(ROOMY);
+        let ada = join_as(&room, Mode::V1, "ada");
+        assert_eq!(presence(&all_frames(&ada)), [vec!["ada"]]);
+        let bob = join_as(&room, Mode::V1, "bob");
+        assert_eq!(presence(&all_frames(&ada)), [vec!["ada", "bob"]]);
+        assert_eq!(presence(&all_frames(&bob)), [vec!["ada", "bob"]], "one frame for the joiner");
+        let ada_again = join_as(&room, Mode::V1, "ada");
+        assert_eq!(presence(&all_frames(&ada_again)), [vec!["ada", "bob"]]);
+        assert!(presence(&all_frames(&ada)).is_empty() && presence(&all_frames(&bob)).is_empty());
+        let tutorial = join_as(&room, Mode::Tutorial, "carol");
+        assert!(tutorial.outbound.take_now().is_empty());
+        assert_eq!(presence(&all_frames(&bob)), [vec!["ada", "bob", "carol"]]);
+        room.leave(ada.id);
+        assert!(all_frames(&bob).is_empty(), "ada is still there in another tab");
+        room.leave(ada_again.id);
+        assert_eq!(presence(&all_frames(&bob)), [vec!["bob", "carol"]]);
+        room.rename(bob.id, &Arc::from("robert"));
+        assert_eq!(presence(&all_frames(&bob)), [vec!["carol", "robert"]]);
+    }
+
+    /// Typing reaches the room's other v1 members, under the typist's name, and nobody else.
+    #[test]
+    fn typing_reaches_the_others() {
+        let room = room(ROOMY);
+        let ada = join_as(&room, Mode::V1, "ada");
+        let bob = join_as(&room, Mode::V1, "bob");
+        let tutorial = join_as(&room, Mode::Tutorial, "carol");
+        all_frames(&ada);
+        all_frames(&bob);
+        room.typing(ada.id);
+        assert!(all_frames(&ada).is_empty());
+        assert!(tutorial.outbound.take_now().is_empty());
+        assert_eq!(
+            all_frames(&bob),
+            [ServerFrame::Typing { room: "lobby".into(), name: "ada".into() }]
+        );
     }
 
     /// A member that falls behind by more than its byte bound is evicted with 1008; the others
@@ -698,18 +962,18 @@ mod tests {
     fn the_byte_bound_evicts_only_that_member() {
         let frame_size = tutorial_text(&"x".repeat(20)).to_text().unwrap().len();
         let room = room(2 * (frame_size + crate::outbound::FRAME_OVERHEAD));
-        let sender = room.join(Mode::Tutorial);
-        let reader = room.join(Mode::Tutorial);
-        let stalled = room.join(Mode::Tutorial);
+        let sender = join(&room, Mode::Tutorial);
+        let reader = join(&room, Mode::Tutorial);
+        let stalled = join(&room, Mode::Tutorial);
         let content = "x".repeat(20);
         for n in 0..2 {
             let evicted =
-                room.post(sender.seat.id(), posted(&n.to_string(), &content), 0, Admission::none());
+                room.post(sender.id, posted(&n.to_string(), &content), 0, Admission::none());
             assert!(evicted.is_empty());
             assert_eq!(reader.outbound.take_now().len(), 1);
         }
-        let evicted = room.post(sender.seat.id(), posted("2", &content), 0, Admission::none());
-        assert_eq!(evicted, vec![Evicted(stalled.seat.id())], "the stalled one is 3 frames behind");
+        let evicted = room.post(sender.id, posted("2", &content), 0, Admission::none());
+        assert_eq!(evicted, vec![Evicted(stalled.id)], "the stalled one is 3 frames behind");
         assert_eq!(stalled.outbound.close_reason().and_then(Close::code), Some(1008));
         assert_eq!(reader.outbound.take_now().len(), 1, "the reader keeps up and stays");
         assert_eq!(reader.outbound.close_reason(), None);
@@ -721,14 +985,14 @@ mod tests {
     #[test]
     fn a_burst_of_small_messages_evicts_nobody() {
         let room = room(crate::Config::default().queue_bytes);
-        let sender = room.join(Mode::V1);
+        let sender = join(&room, Mode::V1);
         let readers: Vec<_> =
-            [Mode::V1, Mode::Tutorial].into_iter().map(|mode| room.join(mode)).collect();
+            [Mode::V1, Mode::Tutorial].into_iter().map(|mode| join(&room, mode)).collect();
         for n in 0..2_000 {
             let evicted = post(&room, &sender, &format!("m{n}"));
             assert!(evicted.is_empty(), "message {n}");
         }
-        assert_eq!(sender.outbound.take_now().len(), 2_001, "the welcome and 2,000 acks");
+        assert_eq!(frames(&sender).len(), 2_001, "the welcome and 2,000 acks");
         for reader in &readers {
             assert!(reader.outbound.take_now().len() >= 2_000);
         }
@@ -740,9 +1004,9 @@ mod tests {
     #[test]
     fn only_committed_messages_are_acked_relayed_and_answered() {
         let room = durable_room();
-        let alice = room.join(Mode::V1);
-        let bob = room.join(Mode::V1);
-        let carol = room.join(Mode::Tutorial);
+        let alice = join(&room, Mode::V1);
+        let bob = join(&room, Mode::V1);
+        let carol = join(&room, Mode::Tutorial);
         frames(&alice);
         frames(&bob);
         post(&room, &alice, "m1");
@@ -750,16 +1014,19 @@ mod tests {
         assert!(frames(&alice).is_empty() && frames(&bob).is_empty(), "not on disk yet");
         assert!(carol.outbound.take_now().is_empty());
 
-        let first = room.next_batch().unwrap();
-        assert_eq!(first.iter().map(|pending| pending.message.seq).collect::<Vec<_>>(), [1, 2]);
+        let first = next_batch(&room);
+        let first_seqs: Vec<_> = first.messages.iter().map(|pending| pending.message.seq).collect();
+        assert_eq!(first_seqs, [1, 2]);
         // While the committer writes m1 and m2: m3 is numbered after them, a re-send of m1 waits
         // for its commit, and Bob asks for history, which holds nothing committed yet.
         post(&room, &alice, "m3");
         post(&room, &bob, "m1");
-        room.answer_history(bob.seat.id(), 9, 0).unwrap();
+        room.answer_history(bob.id, 9, 0).unwrap();
         room.committed(first);
-        let second = room.next_batch().unwrap();
-        assert_eq!(second.iter().map(|pending| pending.message.seq).collect::<Vec<_>>(), [3]);
+        let second = next_batch(&room);
+        let second_seqs: Vec<_> =
+            second.messages.iter().map(|pending| pending.message.seq).collect();
+        assert_eq!(second_seqs, [3]);
         room.committed(second);
 
         assert_eq!(frames(&alice), [ack("m1", 1), ack("m2", 2), ack("m3", 3)]);
@@ -768,42 +1035,49 @@ mod tests {
             seqs(&bob_got),
             [(0, "history".into()), (1, "m1".into()), (2, "m2".into()), (3, "m3".into())]
         );
-        assert!(bob_got.contains(&ServerFrame::Ack { id: "m1".into(), seq: 1, duplicate: true }));
+        assert!(bob_got.contains(&ServerFrame::Ack {
+            room: "lobby".into(),
+            id: "m1".into(),
+            seq: 1,
+            duplicate: true
+        }));
         assert_eq!(carol.outbound.take_now().len(), 3);
         // A newcomer is welcomed at the committed seq.
-        let dave = room.join(Mode::V1);
+        let dave = join(&room, Mode::V1);
         assert!(matches!(frames(&dave)[..], [ServerFrame::Welcome { latest_seq: 3, .. }]));
     }
 
     /// A failed commit acks and relays nothing: its messages and those numbered after it are
-    /// refused with `unavailable` (v1 with the id, tutorial in its own error frame), new ones too
-    /// while the store fails, and once it is back their seqs are given out again.
+    /// refused with `unavailable` (v1 with the id and the room, tutorial in its own error frame),
+    /// new ones too while the store fails, and once it is back their seqs are given out again.
     #[test]
     fn a_failed_commit_is_refused_and_its_seqs_given_out_again() {
         let room = durable_room();
-        let alice = room.join(Mode::V1);
-        let tutorial = room.join(Mode::Tutorial);
-        let bob = room.join(Mode::V1);
+        let journal = room.core.journal.as_ref().unwrap();
+        let alice = join(&room, Mode::V1);
+        let tutorial = join(&room, Mode::Tutorial);
+        let bob = join(&room, Mode::V1);
         frames(&alice);
         frames(&bob);
         post(&room, &alice, "m1");
-        room.committed(room.next_batch().unwrap());
+        room.committed(next_batch(&room));
         frames(&bob);
         tutorial.outbound.take_now();
         assert_eq!(frames(&alice), [ack("m1", 1)]);
 
         post(&room, &alice, "m2");
-        let failing = room.next_batch().unwrap();
+        let failing = next_batch(&room);
         post(&room, &tutorial, "t3");
         post(&room, &alice, "m2"); // re-sent while its commit is under way
+        journal.failing();
         room.commit_failed(failing);
         post(&room, &alice, "m4"); // while the store is down
 
         let refused: Vec<_> = frames(&alice)
             .into_iter()
             .map(|frame| match frame {
-                ServerFrame::Error { error, id: Some(id), .. } => {
-                    assert_eq!(error.code, ErrorCode::Unavailable);
+                ServerFrame::Error { error, id: Some(id), room: Some(room), .. } => {
+                    assert_eq!((error.code, room.as_str()), (ErrorCode::Unavailable, "lobby"));
                     id
                 }
                 other => panic!("expected a refusal, got {other:?}"),
@@ -816,9 +1090,9 @@ mod tests {
         assert_eq!(tutorial_got, [text(expected.to_json())]);
         assert!(frames(&bob).is_empty(), "nothing was relayed");
 
-        room.recovered();
+        journal.recovered();
         post(&room, &alice, "m2");
-        room.committed(room.next_batch().unwrap());
+        room.committed(next_batch(&room));
         assert_eq!(frames(&alice), [ack("m2", 2)], "seq 2 again: nobody saw the first one");
         assert_eq!(seqs(&frames(&bob)), [(2, "m2".into())]);
     }
@@ -828,38 +1102,105 @@ mod tests {
     #[test]
     fn a_new_epoch_closes_v1_clients_and_numbers_from_one() {
         let room = durable_room();
-        let alice = room.join(Mode::V1);
-        let tutorial = room.join(Mode::Tutorial);
+        let alice = join(&room, Mode::V1);
+        let tutorial = join(&room, Mode::Tutorial);
         post(&room, &alice, "m1");
-        room.committed(room.next_batch().unwrap());
+        room.committed(next_batch(&room));
         let failing = {
             post(&room, &alice, "m2");
-            room.next_batch().unwrap()
+            next_batch(&room)
         };
+        room.core.journal.as_ref().unwrap().failing();
         room.commit_failed(failing);
         room.restart_epoch("second".into());
+        room.core.journal.as_ref().unwrap().recovered();
         assert_eq!(alice.outbound.close_reason().and_then(Close::code), Some(1012));
         assert_eq!(tutorial.outbound.close_reason(), None);
-        let newcomer = room.join(Mode::V1);
+        let newcomer = join(&room, Mode::V1);
         assert!(matches!(
             &frames(&newcomer)[..],
             [ServerFrame::Welcome { epoch, latest_seq: 0, .. }] if epoch == "second"
         ));
         post(&room, &tutorial, "t1");
-        room.committed(room.next_batch().unwrap());
+        room.committed(next_batch(&room));
         assert_eq!(seqs(&frames(&newcomer)), [(1, "t1".into())]);
     }
 
-    /// A client leaves the room when its seat is dropped, however its connection ended.
+    /// A member that leaves is gone however it went, and the room says when it is idle: nobody
+    /// in it and nothing on its way to the disk.
     #[test]
-    fn dropping_the_seat_leaves_the_room() {
-        let room = room(ROOMY);
-        let a = room.join(Mode::Tutorial);
-        let b = room.join(Mode::V1);
+    fn leaving_empties_the_room() {
+        let room = durable_room();
+        let a = join(&room, Mode::Tutorial);
+        let b = join(&room, Mode::V1);
         assert_eq!(room.len(), 2);
-        drop(a);
-        assert_eq!(room.len(), 1);
-        drop(b);
+        assert!(!room.leave(a.id));
+        post(&room, &b, "m1");
+        assert!(!room.leave(b.id), "m1 still waits for the disk");
         assert_eq!(room.len(), 0);
+        assert!(room.committed(next_batch(&room)), "idle once it is written");
+        assert!(room.retire_if_idle());
+        let joiner = Joiner { id: 99, outbound: Arc::default(), mode: Mode::V1, name: "x".into() };
+        assert_eq!(room.join(joiner, &Greeting::Welcome), Err(JoinError::Retired));
+    }
+
+    /// A full room refuses one more member; a join after a leave is fine again.
+    #[test]
+    fn a_full_room_refuses_newcomers() {
+        let history = History::new("epoch".into(), 100);
+        let core =
+            Arc::new(Core { max_members: 1, ..Arc::into_inner(core(ROOMY, false)).unwrap() });
+        let room = Room::new("small".into(), history, core);
+        let first = join(&room, Mode::V1);
+        let joiner = Joiner { id: 98, outbound: Arc::default(), mode: Mode::V1, name: "x".into() };
+        assert_eq!(room.join(joiner.clone(), &Greeting::Welcome), Err(JoinError::Full));
+        room.leave(first.id);
+        assert_eq!(room.join(joiner, &Greeting::Welcome), Ok(()));
+    }
+
+    /// Joining (not the lobby's welcome) greets with the room's state, then the presence, then
+    /// the history after the client's position if it knew this epoch, else from the start.
+    #[test]
+    fn a_join_greets_with_state_presence_and_history() {
+        let room = room(ROOMY);
+        let ada = join(&room, Mode::V1);
+        for n in 1..=3 {
+            post(&room, &ada, &format!("m{n}"));
+        }
+        let greeted = |after: Option<Position>| {
+            let tab = Tab { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), outbound: Arc::default() };
+            let joiner = Joiner {
+                id: tab.id,
+                outbound: Arc::clone(&tab.outbound),
+                mode: Mode::V1,
+                name: "bob".into(),
+            };
+            room.join(joiner, &Greeting::Joined { after }).unwrap();
+            all_frames(&tab)
+        };
+        let got = greeted(None);
+        assert!(
+            matches!(
+                &got[..],
+                [
+                    ServerFrame::Joined { latest_seq: 3, oldest_seq: 1, .. },
+                    ServerFrame::Presence { .. },
+                    ServerFrame::History { request_id: 0, .. }
+                ]
+            ),
+            "{got:?}"
+        );
+        assert_eq!(seqs(&got), [(0, "history".into())]);
+        let history_seqs = |frames: &[ServerFrame]| match frames.last() {
+            Some(ServerFrame::History { messages, .. }) => {
+                messages.iter().map(|message| message.seq).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(history_seqs(&got), [1, 2, 3]);
+        let resumed = greeted(Some(Position { epoch: "epoch".into(), seq: 2 }));
+        assert_eq!(history_seqs(&resumed), [3]);
+        let other_epoch = greeted(Some(Position { epoch: "older".into(), seq: 2 }));
+        assert_eq!(history_seqs(&other_epoch), [1, 2, 3]);
     }
 }

@@ -22,11 +22,16 @@ use tower::ServiceExt;
 use tower_http::compression::Compression;
 use tower_http::services::{ServeDir, ServeFile};
 
+use wschat_protocol::rooms::LOBBY;
 use wschat_protocol::v1::SUBPROTOCOL;
+use wschat_protocol::{ErrorCode, WireError};
 
 use crate::close::Close;
+use crate::connection::{Admitted, Refusal};
+use crate::memberships::Memberships;
 use crate::outbound::Outbound;
-use crate::room::Mode;
+use crate::room::{Greeting, Joiner, Mode};
+use crate::rooms::Seat;
 use crate::{connection, Relay};
 
 /// `/ws` is the app's socket; `/` is the tutorial's (`ws://localhost:5000`) and, for plain HTTP,
@@ -173,15 +178,53 @@ fn accept(
     // plain JSON.
     let socket = socket.protocols([SUBPROTOCOL]);
     let mode = if socket.selected_protocol().is_some() { Mode::V1 } else { Mode::Tutorial };
-    // Joined now, before the handshake is answered; see `Room::join`. If the upgrade fails, the
-    // callback is dropped and the membership with it, which leaves the room.
     let config = &relay.config;
-    let Some(membership) = relay.room.join_unless_full(mode, config.max_connections) else {
+    let may_enter_lobby = identity.as_ref().is_none_or(|identity| identity.grants.may_join(LOBBY));
+    if mode == Mode::Tutorial && !may_enter_lobby {
+        // The tutorial's protocol knows no other room.
+        tracing::warn!(%peer, "refused a handshake: the token does not open the lobby");
+        crate::metrics::count(&relay.metrics.handshakes_rejected, "forbidden");
+        let body = "this token does not open the lobby, the only room of the tutorial's protocol\n";
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
+    let Some(slot) = relay.rooms.connect(config.max_connections) else {
         tracing::warn!(%peer, limit = config.max_connections, "refused a handshake: too many connections");
         crate::metrics::count(&relay.metrics.handshakes_rejected, "too_many_connections");
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections: try again later\n")
             .into_response();
     };
+    let given_name = match &identity {
+        Some(identity) => Some(identity.name.clone()),
+        None => name_in_query(uri, config),
+    };
+    let id = relay.rooms.next_client_id();
+    let outbound = Arc::new(Outbound::default());
+    let mut memberships = Memberships::new(given_name);
+    // Joined now, before the handshake is answered; see `Room::join`. If the upgrade fails, the
+    // callback is dropped and the seat with it, which leaves the room.
+    if may_enter_lobby {
+        let lobby = relay.rooms.lobby();
+        let joiner = Joiner {
+            id,
+            outbound: Arc::clone(&outbound),
+            mode,
+            name: Arc::clone(memberships.name()),
+        };
+        match lobby.join(joiner, &Greeting::Welcome) {
+            Ok(()) => memberships.add(Seat::taken(&relay.rooms, Arc::clone(lobby), id)),
+            Err(_) if mode == Mode::Tutorial => {
+                tracing::warn!(%peer, limit = config.rooms.max_members, "refused a handshake: the lobby is full");
+                crate::metrics::count(&relay.metrics.handshakes_rejected, "lobby_full");
+                return (StatusCode::SERVICE_UNAVAILABLE, "the lobby is full: try again later\n")
+                    .into_response();
+            }
+            // A v1 client can still join other rooms: it learns why it is not in the lobby.
+            Err(_) => refuse_lobby(&outbound, ErrorCode::RoomFull),
+        }
+    } else {
+        refuse_lobby(&outbound, ErrorCode::Forbidden);
+    }
+    let admitted = Admitted { id, slot, outbound, memberships };
     // The frame limit too: tungstenite checks it at a frame's header, before reading (and making
     // room for) its payload; the message limit alone applies once the payload has arrived.
     let socket = socket
@@ -190,21 +233,42 @@ fn accept(
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER);
     socket.on_upgrade(move |socket| {
-        let (identity, valid_until) = match identity {
-            Some(identity) => (Some(identity.name), identity.valid_until),
-            None => (None, None),
+        let (identity, valid_until, grants) = match identity {
+            Some(identity) => (Some(identity.name), identity.valid_until, Some(identity.grants)),
+            None => (None, None, None),
         };
-        let client = connection::ClientInfo { peer, mode, identity };
+        let client = connection::ClientInfo { peer, mode, identity, grants };
         let sockets = relay.sockets.clone();
         let abandoned = relay.abandon.clone().cancelled_owned();
-        let outbound = &membership.outbound;
+        let outbound = &admitted.outbound;
         let expiry = valid_until.map(|valid_until| {
             let expiry: Expiry = Box::pin(close_on_expiry(valid_until, Arc::clone(outbound)));
             expiry
         });
-        let connection = connection::serve(socket, client, relay, membership);
+        let connection = connection::serve(socket, client, relay, admitted);
         sockets.track_future(SocketTask { connection, abandoned, expiry })
     })
+}
+
+/// The first frame of a v1 client that is not in the lobby: why (`room_full`, `forbidden`).
+fn refuse_lobby(outbound: &Outbound, code: ErrorCode) {
+    let refusal = Refusal {
+        error: WireError::new(code, ""),
+        room: Some(LOBBY.to_owned()),
+        id: None,
+        request_id: None,
+    };
+    // The first frame, as a welcome would be: not held to the byte bound.
+    let _ = outbound.offer(refusal.into_frame(Mode::V1), usize::MAX);
+}
+
+/// The `name` parameter of the socket's URL, if it is one a message's `source` could be (other
+/// values are ignored: the connection goes by the name it writes under, as without one).
+fn name_in_query(uri: &Uri, config: &crate::Config) -> Option<String> {
+    let query =
+        axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(uri);
+    let name = query.ok()?.0.remove("name")?;
+    config.limits.check_source(&name).is_ok().then_some(name)
 }
 
 /// The timer that closes a connection when its token expires.

@@ -73,7 +73,7 @@ async fn the_token_decides_the_name() {
 
     send(&mut ada, &chat("the queen", "it is I")).await;
     match next_v1(&mut grace).await {
-        ServerFrame::Message(message) => {
+        ServerFrame::Message { message, .. } => {
             assert_eq!((message.source.as_str(), message.content.as_str()), ("ada", "it is I"));
         }
         other => panic!("expected a message, got {other:?}"),

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use wschat_protocol::rooms::LOBBY;
 use wschat_protocol::v1::{ClientFrame, ServerFrame};
 use wschat_protocol::ErrorCode;
 use wschat_relay::HISTORY_FILE;
@@ -24,19 +25,23 @@ enum Answer {
 
 /// Sends message `id` and reads until its ack or its refusal.
 async fn post(tab: &mut Client, id: &str, content: &str) -> Answer {
-    let frame =
-        ClientFrame::Message { id: id.into(), source: "ada".into(), content: content.into() };
+    let frame = ClientFrame::Message {
+        room: LOBBY.into(),
+        id: id.into(),
+        source: "ada".into(),
+        content: content.into(),
+    };
     send_v1(tab, &frame).await;
     loop {
         match next_v1(tab).await {
-            ServerFrame::Ack { id: acked, seq, duplicate } if acked == id => {
+            ServerFrame::Ack { id: acked, seq, duplicate, .. } if acked == id => {
                 return Answer::Acked { seq, duplicate }
             }
             ServerFrame::Error { error, id: Some(refused), .. } if refused == id => {
                 assert_eq!(error.code, ErrorCode::Unavailable, "{}", error.message);
                 return Answer::Unavailable;
             }
-            ServerFrame::Message(_) => continue,
+            ServerFrame::Message { .. } => continue,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -240,7 +245,7 @@ async fn soak(args: &[&OsStr]) -> (String, Outbox) {
                 in_flight += 1;
             }
             match next_v1(&mut tab).await {
-                ServerFrame::Ack { id, seq, duplicate } => {
+                ServerFrame::Ack { id, seq, duplicate, .. } => {
                     duplicates += usize::from(duplicate);
                     outbox.ack(id, seq);
                     in_flight -= 1;

@@ -27,7 +27,7 @@ async fn welcome(client: &mut Client) -> (String, u64, u64) {
 async fn post(client: &mut Client, id: &str, content: &str) -> (u64, bool) {
     send_v1(client, &message(id, content)).await;
     match next_v1(client).await {
-        ServerFrame::Ack { id: acked, seq, duplicate } => {
+        ServerFrame::Ack { id: acked, seq, duplicate, .. } => {
             assert_eq!(acked, id);
             (seq, duplicate)
         }
@@ -67,7 +67,9 @@ async fn the_conversation_survives_a_restart() {
     assert_eq!(post(&mut alice, "m1", "text 1").await, (1, true));
     assert_eq!(post(&mut alice, "m6", "after the restart").await, (6, false));
     match next_v1(&mut bob).await {
-        ServerFrame::Message(message) => assert_eq!((message.seq, message.id.as_str()), (6, "m6")),
+        ServerFrame::Message { message, .. } => {
+            assert_eq!((message.seq, message.id.as_str()), (6, "m6"))
+        }
         other => panic!("expected m6 and nothing before it, got {other:?}"),
     }
     drop((alice, bob));
@@ -191,8 +193,8 @@ async fn concurrent_senders_are_committed_together_and_in_order() {
                 let (mut acks, mut seen) = (Vec::new(), Vec::new());
                 while acks.len() < EACH || seen.len() < (TABS - 1) * EACH {
                     match next_v1(&mut tab).await {
-                        ServerFrame::Ack { id, seq, duplicate: false } => acks.push((seq, id)),
-                        ServerFrame::Message(message) => seen.push(message.seq),
+                        ServerFrame::Ack { id, seq, duplicate: false, .. } => acks.push((seq, id)),
+                        ServerFrame::Message { message, .. } => seen.push(message.seq),
                         other => panic!("unexpected {other:?}"),
                     }
                 }

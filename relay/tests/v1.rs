@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+use wschat_protocol::rooms::LOBBY;
 use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage};
 use wschat_protocol::ErrorCode;
 use wschat_relay::{Config, Heartbeat};
@@ -22,7 +23,7 @@ async fn welcome(client: &mut Client) -> (String, u64) {
 
 async fn next_message(client: &mut Client) -> StoredMessage {
     match next_v1(client).await {
-        ServerFrame::Message(message) => message,
+        ServerFrame::Message { message, .. } => message,
         other => panic!("expected a message, got {other:?}"),
     }
 }
@@ -41,7 +42,7 @@ async fn messages_are_numbered_acked_and_relayed() {
     for (n, id) in ["m1", "m2"].into_iter().enumerate() {
         send_v1(&mut alice, &message(id, &format!("hello {n}"))).await;
         let seq = n as u64 + 1;
-        let ack = ServerFrame::Ack { id: id.into(), seq, duplicate: false };
+        let ack = ServerFrame::Ack { room: LOBBY.into(), id: id.into(), seq, duplicate: false };
         assert_eq!(next_v1(&mut alice).await, ack);
         let received = next_message(&mut bob).await;
         assert_eq!((received.seq, received.id.as_str()), (seq, id));
@@ -67,7 +68,7 @@ async fn a_resent_message_is_relayed_once() {
     send_v1(&mut alice, &message("once", "only once")).await;
     assert_eq!(
         next_v1(&mut alice).await,
-        ServerFrame::Ack { id: "once".into(), seq: 1, duplicate: false }
+        ServerFrame::Ack { room: LOBBY.into(), id: "once".into(), seq: 1, duplicate: false }
     );
     drop(alice);
     let mut alice = relay.connect_v1().await;
@@ -75,7 +76,7 @@ async fn a_resent_message_is_relayed_once() {
     send_v1(&mut alice, &message("once", "only once")).await;
     assert_eq!(
         next_v1(&mut alice).await,
-        ServerFrame::Ack { id: "once".into(), seq: 1, duplicate: true }
+        ServerFrame::Ack { room: LOBBY.into(), id: "once".into(), seq: 1, duplicate: true }
     );
 
     send_v1(&mut alice, &message("next", "after")).await;
@@ -86,10 +87,15 @@ async fn a_resent_message_is_relayed_once() {
 
 /// Sends a message from `source` and returns the ack's (seq, duplicate).
 async fn post_as(client: &mut Client, source: &str, id: &str) -> (u64, bool) {
-    let frame = ClientFrame::Message { id: id.into(), source: source.into(), content: id.into() };
+    let frame = ClientFrame::Message {
+        room: LOBBY.into(),
+        id: id.into(),
+        source: source.into(),
+        content: id.into(),
+    };
     send_v1(client, &frame).await;
     match next_v1(client).await {
-        ServerFrame::Ack { id: acked, seq, duplicate } if acked == id => (seq, duplicate),
+        ServerFrame::Ack { id: acked, seq, duplicate, .. } if acked == id => (seq, duplicate),
         other => panic!("expected the ack of {id}, got {other:?}"),
     }
 }
@@ -142,7 +148,12 @@ async fn an_outbox_of_300_is_acked_whole() {
     }
     alice.flush().await.unwrap();
     for n in 0..300 {
-        let ack = ServerFrame::Ack { id: format!("queued-{n}"), seq: n + 1, duplicate: false };
+        let ack = ServerFrame::Ack {
+            room: LOBBY.into(),
+            id: format!("queued-{n}"),
+            seq: n + 1,
+            duplicate: false,
+        };
         assert_eq!(next_v1(&mut alice).await, ack);
     }
     assert_eq!(metric(&relay, SLOW_CONSUMERS).await, 0.0);

@@ -5,17 +5,27 @@
 //! only what changed into the signals: one page of received rows per touched page (see
 //! [`crate::conversation`]), the state of each sent message whose state changed. A message from
 //! someone else thus never touches the "Sent" list, and no list is cloned whole per message.
+//!
+//! The lists show the room on screen: when another room is shown, both are drawn anew from its
+//! conversation and its messages (a new `generation` of pages, so no row of the last room is
+//! reused). The room list, presence and typing line change only when the session says so.
 
 use std::sync::Arc;
 
 use leptos::prelude::*;
 
+use wschat_protocol::v1::RoomInfo;
+
 use crate::conversation::{Conversation, Notice, ReceivedMessage};
 use crate::outbox::{DeliveryState, Outbox, OutgoingMessage};
+use crate::session::{RoomChanges, Session};
 
 /// One page of received rows, as the page renders it.
 #[derive(Debug, Clone)]
 pub struct PageView {
+    /// Which room showing this is: pages of another room (or of the same room shown again) never
+    /// share a key with these.
+    pub generation: u64,
     /// The page's key in the conversation.
     pub key: u64,
     /// Its rows; set again (a page's worth of `Arc`s) when the page changes.
@@ -49,22 +59,116 @@ pub struct SentFeed {
     pub rows: ReadSignal<Vec<SentRow>>,
 }
 
-/// The writable side of both lists, kept by the service.
+/// One room in the room list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRow {
+    /// Its name.
+    pub name: String,
+    /// Messages from others that arrived while it was not shown.
+    pub unread: usize,
+    /// Whether the relay confirmed this tab is in it (false while connecting or joining).
+    pub joined: bool,
+}
+
+/// The rooms: which this tab is in, which one is shown, and who is there.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomsFeed {
+    /// The rooms this tab is in, the lobby first.
+    pub list: ReadSignal<Vec<RoomRow>>,
+    /// The room shown.
+    pub shown: ReadSignal<String>,
+    /// Who is in the room shown, by name.
+    pub presence: ReadSignal<Vec<String>>,
+    /// Who is typing in the room shown.
+    pub typing: ReadSignal<Vec<String>>,
+    /// The rooms there are, as the relay last listed them (see `ChatSocket::list_rooms`).
+    pub directory: ReadSignal<Vec<RoomInfo>>,
+}
+
+/// The writable side of the lists, kept by the service.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Mirror {
     pages: RwSignal<Vec<PageView>>,
+    generation: StoredValue<u64>,
     notice: RwSignal<Option<Notice>>,
     dropped: RwSignal<usize>,
     sent: RwSignal<Vec<SentRow>>,
+    rooms: RwSignal<Vec<RoomRow>>,
+    shown: RwSignal<String>,
+    presence: RwSignal<Vec<String>>,
+    typing: RwSignal<Vec<String>>,
+    directory: RwSignal<Vec<RoomInfo>>,
 }
 
 impl Mirror {
     pub(super) fn new() -> Self {
         Self {
             pages: RwSignal::new(Vec::new()),
+            generation: StoredValue::new(0),
             notice: RwSignal::new(None),
             dropped: RwSignal::new(0),
             sent: RwSignal::new(Vec::new()),
+            rooms: RwSignal::new(Vec::new()),
+            shown: RwSignal::new(String::new()),
+            presence: RwSignal::new(Vec::new()),
+            typing: RwSignal::new(Vec::new()),
+            directory: RwSignal::new(Vec::new()),
+        }
+    }
+
+    pub(super) fn rooms(&self) -> RoomsFeed {
+        RoomsFeed {
+            list: self.rooms.read_only(),
+            shown: self.shown.read_only(),
+            presence: self.presence.read_only(),
+            typing: self.typing.read_only(),
+            directory: self.directory.read_only(),
+        }
+    }
+
+    /// Copies what changed in the session into the signals, at `now_ms` (for the typing line);
+    /// `sent` is what changed in the outbox.
+    pub(super) fn sync(
+        &self,
+        session: &mut Session,
+        sent_list: bool,
+        sent_states: &[String],
+        now_ms: f64,
+    ) {
+        let changes: RoomChanges = session.take_room_changes();
+        if changes.shown {
+            self.generation.update_value(|generation| *generation += 1);
+            self.shown.set(session.shown().name.clone());
+        }
+        let room = session.shown().name.clone();
+        self.sync_received(&mut session.shown_mut().conversation, changes.shown);
+        self.sync_sent(&session.outbox, &room, sent_list || changes.shown, sent_states);
+        if changes.list {
+            let rows: Vec<RoomRow> = session
+                .rooms()
+                .iter()
+                .map(|room| RoomRow {
+                    name: room.name.clone(),
+                    unread: room.unread,
+                    joined: room.joined,
+                })
+                .collect();
+            if self.rooms.with_untracked(|old| *old != rows) {
+                self.rooms.set(rows);
+            }
+            if self.directory.with_untracked(|old| old != session.directory()) {
+                self.directory.set(session.directory().to_vec());
+            }
+        }
+        if changes.presence {
+            self.presence.set(session.shown().presence.clone());
+        }
+        if changes.typing {
+            let typing: Vec<String> =
+                session.shown().typing_at(now_ms).map(str::to_owned).collect();
+            if self.typing.with_untracked(|old| *old != typing) {
+                self.typing.set(typing);
+            }
         }
     }
 
@@ -85,9 +189,25 @@ impl Mirror {
         SentFeed { rows: self.sent.read_only() }
     }
 
-    /// Copies what changed in the conversation into the received list's signals.
-    pub(super) fn sync_received(&self, conversation: &mut Conversation) {
+    /// Copies what changed in the conversation into the received list's signals; `anew`: it is
+    /// another room's (or shown again), so every page is drawn anew.
+    fn sync_received(&self, conversation: &mut Conversation, anew: bool) {
         let changes = conversation.take_changes();
+        let generation = self.generation.get_value();
+        if anew {
+            let pages = conversation
+                .pages()
+                .map(|page| PageView {
+                    generation,
+                    key: page.key,
+                    rows: ArcRwSignal::new(page.rows.clone()),
+                })
+                .collect();
+            self.pages.set(pages);
+            self.notice.set(conversation.notice());
+            self.dropped.set(conversation.dropped());
+            return;
+        }
         if changes.page_list {
             // Pages still shown keep their signal (and so their rows on the page). Both lists are
             // in key order, and pages only leave the front or join the end: one walk pairs them.
@@ -98,6 +218,7 @@ impl Mirror {
                 .map(|page| {
                     while old.next_if(|view| view.key < page.key).is_some() {}
                     old.next_if(|view| view.key == page.key).unwrap_or_else(|| PageView {
+                        generation,
                         key: page.key,
                         rows: ArcRwSignal::new(page.rows.clone()),
                     })
@@ -120,9 +241,9 @@ impl Mirror {
         }
     }
 
-    /// Copies what changed in the outbox into the sent list's signals; `states` are the ids whose
-    /// state changed.
-    pub(super) fn sync_sent(&self, outbox: &Outbox, list_changed: bool, states: &[String]) {
+    /// Copies what changed in the outbox into the sent list's signals, which list the messages
+    /// written in `room`; `states` are the ids whose state changed.
+    fn sync_sent(&self, outbox: &Outbox, room: &str, list_changed: bool, states: &[String]) {
         if list_changed {
             // Rows still listed keep their signal. Both lists are in sending order, and messages
             // are only forgotten or added at the end: one walk pairs them.
@@ -131,6 +252,7 @@ impl Mirror {
             let rows = outbox
                 .entries()
                 .iter()
+                .filter(|message| message.room == room)
                 .map(|message| {
                     while old.next_if(|row| row.message.id != message.id).is_some() {}
                     old.next().unwrap_or_else(|| SentRow {

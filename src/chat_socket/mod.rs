@@ -28,15 +28,18 @@ use futures::FutureExt;
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use wschat_protocol::limits::MessageLimits;
-use wschat_protocol::v1::ServerFrame;
+use wschat_protocol::rooms::room_name;
+use wschat_protocol::v1::{ClientFrame, ServerFrame};
+use wschat_protocol::WireError;
 
 use self::feed::Mirror;
-pub use self::feed::{PageView, ReceivedFeed, SentFeed, SentRow};
+pub use self::feed::{PageView, ReceivedFeed, RoomRow, RoomsFeed, SentFeed, SentRow};
 use self::storage::OutboxStorage;
 pub use crate::connection::ConnectionState;
 use crate::outbox::{Outbox, OutboxFull, OutgoingMessage, DEFAULT_CAPACITY};
 use crate::reconnect::ReconnectPolicy;
-pub use crate::session::Problem;
+pub use crate::session::{LeaveError, Problem};
+
 use crate::session::Session;
 
 /// Why [`ChatSocket::send`] did not take a message; the user's text is left where it was.
@@ -67,7 +70,8 @@ pub enum RequestError {
 /// A request that expects one reply; [`ChatSocket::request`] assigns its correlation id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
-    /// The stored messages after `after_seq`; answered by [`ServerFrame::History`].
+    /// The stored messages of the room shown after `after_seq`; answered by
+    /// [`ServerFrame::History`].
     History {
         /// The last seq the caller already has.
         after_seq: u64,
@@ -99,6 +103,9 @@ pub struct ChatSocketOptions {
     /// This tab's id in storage. `None` (the default): the one kept in sessionStorage, or a new
     /// one. Tests set it to play several tabs in one page.
     pub tab: Option<String>,
+    /// The room shown first (joined if need be). `None` (the default): the page address's
+    /// `?room=`, else the lobby, and the address then follows the room shown.
+    pub room: Option<String>,
 }
 
 impl Default for ChatSocketOptions {
@@ -111,6 +118,7 @@ impl Default for ChatSocketOptions {
             reply_timeout: Duration::from_secs(10),
             storage_key: Some("wschat.outbox".to_owned()),
             tab: None,
+            room: None,
         }
     }
 }
@@ -137,6 +145,11 @@ const DELIVERED_SAVE_DELAY: Duration = Duration::from_secs(2);
 /// Other tabs' orphaned outboxes are looked for at start and then every this many claim renewals
 /// (about a minute).
 const ADOPT_EVERY_RENEWALS: u32 = 12;
+/// "Typing" goes to the relay at most this often while the user types (it passes on at most one
+/// a second, and the others show it for 5 s).
+const TYPING_EVERY_MS: f64 = 2_000.0;
+/// How often an "is typing" line is checked for expiry while one shows.
+const TYPING_CHECK: Duration = Duration::from_secs(1);
 
 /// A random (version 4) UUID for a new message, from the browser's cryptographic generator.
 fn new_message_id() -> String {
@@ -166,6 +179,14 @@ enum Command {
     Close,
 }
 
+/// Why [`ChatSocket::join_room`] did not join.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// Not a room name (1–64 of `a-z0-9._-`).
+    #[error("{}", .0.message)]
+    Name(WireError),
+}
+
 /// What the handle and the socket task share: the session, the signals that mirror it, and
 /// where the outbox is saved.
 struct Shared {
@@ -176,6 +197,15 @@ struct Shared {
     set_storage_problem: WriteSignal<bool>,
     sync_scheduled: Cell<bool>,
     delivered_unsaved: Cell<bool>,
+    /// Frames other than messages to send once open (joins, leaves, typing), in order. Dropped
+    /// with the connection: the next welcome joins every room again.
+    control: RefCell<Vec<ClientFrame>>,
+    /// When "typing" last went out (`Date.now()` milliseconds).
+    typing_sent_at: Cell<f64>,
+    /// Set while a check of the typing line is scheduled.
+    typing_check: Cell<bool>,
+    /// Whether the page address follows the room shown.
+    follow_address: bool,
 }
 
 impl Shared {
@@ -207,8 +237,19 @@ impl Shared {
             session.outbox.prune_delivered(DELIVERED_KEPT);
         }
         let changes = session.outbox.take_changes();
-        self.mirror.sync_received(&mut session.conversation);
-        self.mirror.sync_sent(&session.outbox, changes.list, &changes.states);
+        let now = js_sys::Date::now();
+        session.expire_typing(now);
+        self.mirror.sync(&mut session, changes.list, &changes.states, now);
+        if session.shown().typing_at(now).next().is_some() && !self.typing_check.replace(true) {
+            let shared = Rc::clone(self);
+            set_timeout(
+                move || {
+                    shared.typing_check.set(false);
+                    shared.sync();
+                },
+                TYPING_CHECK,
+            );
+        }
         let Some(storage) = &self.storage else { return };
         if changes.undelivered {
             self.set_storage_problem.set(!storage.save_undelivered(&session.outbox));
@@ -249,7 +290,42 @@ impl Shared {
         if adopted {
             self.sync();
         }
+        if adopted {
+            self.join_rooms_of_undelivered();
+        }
         adopted
+    }
+
+    /// Joins every room an undelivered message was written in (a reloaded or adopted outbox):
+    /// its messages then go there, and show in its "Sent" list.
+    fn join_rooms_of_undelivered(&self) {
+        let mut session = self.session.borrow_mut();
+        let rooms: Vec<String> = session
+            .outbox
+            .entries()
+            .iter()
+            .filter(|message| !message.state.is_delivered())
+            .map(|message| message.room.clone())
+            .collect();
+        for room in rooms {
+            if let Some(frame) = session.join(&room, false) {
+                self.control.borrow_mut().push(frame);
+            }
+        }
+        drop(session);
+        self.save_rooms();
+    }
+
+    /// Remembers the rooms this tab is in (see [`OutboxStorage::save_rooms`]).
+    fn save_rooms(&self) {
+        if let Some(storage) = &self.storage {
+            storage.save_rooms(self.session.borrow().rooms().iter().map(|room| room.name.as_str()));
+        }
+    }
+
+    /// Queues a frame to go out once open (see [`Shared::control`]).
+    fn queue(&self, frame: ClientFrame) {
+        self.control.borrow_mut().push(frame);
     }
 }
 
@@ -267,6 +343,8 @@ pub struct ChatSocket {
     /// True while the browser refuses to save the outbox (storage full or disabled): messages
     /// still go out, but those waiting would not survive a reload.
     pub storage_problem: ReadSignal<bool>,
+    /// The rooms this tab is in, the one shown, who is there and who is typing.
+    pub rooms: RoomsFeed,
     /// The name this tab's messages are sent under.
     pub source: ReadSignal<String>,
     set_source: WriteSignal<String>,
@@ -297,15 +375,34 @@ impl ChatSocket {
             .as_ref()
             .map_or_else(|| Outbox::new(DEFAULT_CAPACITY), |s| s.load(DEFAULT_CAPACITY));
         let (storage_problem, set_storage_problem) = signal(false);
+        let mut session = Session::new(outbox, source.clone());
+        // The rooms this tab was in before a reload, then the one asked for.
+        for room in storage.as_ref().map(OutboxStorage::saved_rooms).unwrap_or_default() {
+            session.join(&room, false);
+        }
+        let first = options
+            .room
+            .clone()
+            .or_else(|| crate::address::parameter("room"))
+            .and_then(|room| room_name(&room).ok());
+        if let Some(room) = &first {
+            session.join(room, false);
+            session.show(room);
+        }
         let shared = Rc::new(Shared {
-            session: RefCell::new(Session::new(outbox, source.clone())),
+            session: RefCell::new(session),
             mirror: Mirror::new(),
             storage,
             set_storage_problem,
             sync_scheduled: Cell::new(false),
             delivered_unsaved: Cell::new(false),
+            control: RefCell::new(Vec::new()),
+            typing_sent_at: Cell::new(0.0),
+            typing_check: Cell::new(false),
+            follow_address: options.room.is_none(),
         });
         // The reloaded outbox shows at once, with whatever closed tabs left pending.
+        shared.join_rooms_of_undelivered();
         shared.sync();
         shared.adopt_orphans();
         let (state, set_state) = signal(ConnectionState::Connecting);
@@ -316,6 +413,7 @@ impl ChatSocket {
             state,
             received: shared.mirror.received(),
             sent: shared.mirror.sent(),
+            rooms: shared.mirror.rooms(),
             last_error,
             storage_problem,
             source,
@@ -419,7 +517,12 @@ impl ChatSocket {
         let message =
             OutgoingMessage::new(new_message_id(), source, content, js_sys::Date::now() as u64);
         self.shared.with_value(|shared| {
-            shared.session.borrow_mut().outbox.push(message)?;
+            let mut session = shared.session.borrow_mut();
+            let message = message.in_room(session.shown().name.clone());
+            session.outbox.push(message)?;
+            // The message ends the user's "typing" for the others (the relay clears it).
+            drop(session);
+            shared.typing_sent_at.set(0.0);
             shared.sync();
             Ok::<_, SendError>(())
         })?;
@@ -447,6 +550,86 @@ impl ChatSocket {
                 shared.sync();
             }
         });
+    }
+
+    /// Joins the room `name` (created if nobody is in it) and shows it. Joining a room this tab
+    /// is in already just shows it.
+    ///
+    /// # Errors
+    /// [`JoinError::Name`] when `name` is not a room name; nothing changes then.
+    pub fn join_room(&self, name: &str) -> Result<(), JoinError> {
+        let room = room_name(name.trim()).map_err(JoinError::Name)?;
+        let connected = self.state.get_untracked().is_open();
+        self.shared.with_value(|shared| {
+            let mut session = shared.session.borrow_mut();
+            if let Some(frame) = session.join(&room, connected) {
+                shared.queue(frame);
+                drop(session);
+                shared.save_rooms();
+            }
+        });
+        self.show_room(&room);
+        self.command(Command::Flush);
+        Ok(())
+    }
+
+    /// Shows the room `name`, one this tab is in; its unread count clears.
+    pub fn show_room(&self, name: &str) {
+        self.shared.with_value(|shared| {
+            if shared.session.borrow_mut().show(name) {
+                if shared.follow_address {
+                    crate::address::show_room(name);
+                }
+                shared.sync();
+            }
+        });
+    }
+
+    /// Leaves the room `name`; the lobby is shown if it was.
+    ///
+    /// # Errors
+    /// [`LeaveError`] for the lobby, for a room holding undelivered messages of this tab (they
+    /// would be stranded), or a room this tab is not in; nothing changes then.
+    pub fn leave_room(&self, name: &str) -> Result<(), LeaveError> {
+        self.shared.with_value(|shared| {
+            let mut session = shared.session.borrow_mut();
+            let frame = session.leave(name)?;
+            if shared.follow_address {
+                crate::address::show_room(&session.shown().name);
+            }
+            drop(session);
+            shared.save_rooms();
+            shared.queue(frame);
+            shared.sync();
+            Ok::<_, LeaveError>(())
+        })?;
+        self.command(Command::Flush);
+        Ok(())
+    }
+
+    /// Tells the others in the room shown that the user is typing (at most once every 2 s).
+    pub fn typing(&self) {
+        let now = js_sys::Date::now();
+        let due = self.shared.with_value(|shared| {
+            if now - shared.typing_sent_at.get() < TYPING_EVERY_MS
+                || !self.state.get_untracked().is_open()
+            {
+                return false;
+            }
+            shared.typing_sent_at.set(now);
+            let room = shared.session.borrow().shown().name.clone();
+            shared.queue(ClientFrame::Typing { room });
+            true
+        });
+        if due {
+            self.command(Command::Flush);
+        }
+    }
+
+    /// Asks the relay which rooms there are; the answer shows in [`RoomsFeed::directory`].
+    pub fn list_rooms(&self) {
+        self.shared.with_value(|shared| shared.queue(ClientFrame::Rooms {}));
+        self.command(Command::Flush);
     }
 
     /// Reconnects at once (after a loss, a give-up or a close), without waiting out the back-off.

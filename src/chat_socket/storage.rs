@@ -1,5 +1,5 @@
 //! What the service keeps in the browser's storage: the display name (localStorage), a guest
-//! name and a tab id (sessionStorage, so each tab has its own), and the outbox in two parts
+//! name, a tab id and the tab's rooms (sessionStorage, so each tab has its own), and the outbox in two parts
 //! (see [`crate::outbox`]).
 
 use leptos::prelude::window;
@@ -205,6 +205,26 @@ impl OutboxStorage {
             for suffix in ["", ".delivered", ".owner"] {
                 let _ = storage.remove_item(&format!("{}.{tab}{suffix}", self.base));
             }
+        }
+    }
+
+    /// The rooms this tab was in (sessionStorage: a reload keeps them, each tab has its own),
+    /// valid names only.
+    pub(super) fn saved_rooms(&self) -> Vec<String> {
+        let key = format!("{}.rooms", self.base);
+        let text = session_storage().and_then(|storage| storage.get_item(&key).ok().flatten());
+        text.unwrap_or_default()
+            .lines()
+            .filter_map(|name| wschat_protocol::rooms::room_name(name).ok())
+            .collect()
+    }
+
+    /// Remembers the rooms this tab is in, for a reload, one name per line.
+    pub(super) fn save_rooms<'a>(&self, rooms: impl Iterator<Item = &'a str>) {
+        if let Some(storage) = session_storage() {
+            let text: Vec<&str> = rooms.collect();
+            // Without sessionStorage a reload only starts in the lobby again.
+            let _ = storage.set_item(&format!("{}.rooms", self.base), &text.join("\n"));
         }
     }
 

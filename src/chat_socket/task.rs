@@ -12,7 +12,8 @@ use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::{Message, State, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
-use wschat_protocol::v1::{ClientFrame, ServerFrame, SUBPROTOCOL};
+use wschat_protocol::v1::{ClientFrame, ServerFrame, LOBBY, SUBPROTOCOL};
+use wschat_protocol::ErrorCode;
 
 use super::{ChatSocketOptions, Command, Request, RequestError, Shared};
 use crate::connection::{ConnectionMachine, ConnectionState, Next};
@@ -80,8 +81,10 @@ impl SocketTask {
         let mut machine = ConnectionMachine::new(self.options.reconnect.clone());
         loop {
             let ended = self.connect(&mut machine).await;
-            // Requests in flight will get no reply on this connection.
+            // Requests in flight will get no reply on this connection, and what waited to go
+            // with it is moot: the next welcome joins every room again.
             self.pending.clear();
+            self.shared.control.borrow_mut().clear();
             self.shared.session.borrow_mut().disconnected();
             self.shared.schedule_sync();
             let next = match ended {
@@ -167,7 +170,13 @@ impl SocketTask {
 
     /// One connection, from opening to its end.
     async fn connect(&mut self, machine: &mut ConnectionMachine) -> Ended {
-        let mut socket = match WebSocket::open_with_protocol(&self.url, SUBPROTOCOL) {
+        // The name goes along, so that the others see who is in a room before they write.
+        let url = {
+            let name = js_sys::encode_uri_component(&self.shared.session.borrow().source);
+            let separator = if self.url.contains('?') { '&' } else { '?' };
+            format!("{}{separator}name={name}", self.url)
+        };
+        let mut socket = match WebSocket::open_with_protocol(&url, SUBPROTOCOL) {
             Ok(socket) => socket,
             Err(error) => {
                 let (url, detail) = (self.url.clone(), error.to_string());
@@ -248,14 +257,29 @@ impl SocketTask {
                             machine.welcomed(js_sys::Date::now());
                             self.publish(machine);
                             self.set_last_error.set(None);
-                            // Catch up first, then send what waited: the relay answers in order.
                             let request_id = self.request_id();
                             let resync =
                                 self.shared.session.borrow_mut().welcome(&epoch, request_id);
-                            if let Err(ended) = send(&mut socket, &resync) {
+                            if let Err(ended) = self.catch_up(&mut socket, &resync) {
                                 return ended;
                             }
-                            if let Err(ended) = self.flush(&mut socket) {
+                        }
+                        // A token that does not allow the lobby, or a full lobby: no welcome
+                        // comes, but the connection serves the other rooms.
+                        ServerFrame::Error { error, room: Some(room), id: None, .. }
+                            if !welcomed
+                                && room == LOBBY
+                                && matches!(
+                                    error.code,
+                                    ErrorCode::Forbidden | ErrorCode::RoomFull
+                                ) =>
+                        {
+                            welcomed = true;
+                            machine.welcomed(js_sys::Date::now());
+                            self.publish(machine);
+                            self.set_last_error.set(Some(Problem::RoomRefused { room, error }));
+                            let resync = self.shared.session.borrow_mut().welcome_elsewhere();
+                            if let Err(ended) = self.catch_up(&mut socket, &resync) {
                                 return ended;
                             }
                         }
@@ -263,11 +287,15 @@ impl SocketTask {
                         frame => {
                             // A copy only for a requester waiting for this very frame.
                             let reply = self.reply_for(&frame);
-                            let problem = self.shared.session.borrow_mut().apply(frame);
-                            let next_id = self.next_request_id;
-                            if let Some(next_page) =
-                                self.shared.session.borrow_mut().next_page(next_id)
-                            {
+                            let problem =
+                                self.shared.session.borrow_mut().apply(frame, js_sys::Date::now());
+                            loop {
+                                let next_id = self.next_request_id;
+                                let Some(next_page) =
+                                    self.shared.session.borrow_mut().next_page(next_id)
+                                else {
+                                    break;
+                                };
                                 self.next_request_id += 1;
                                 if let Err(ended) = send(&mut socket, &next_page) {
                                     return ended;
@@ -332,7 +360,9 @@ impl SocketTask {
                     self.pending.push((request_id, reply));
                     let frame = match request {
                         Request::History { after_seq } => {
-                            self.shared.session.borrow_mut().history_request(request_id, after_seq)
+                            let mut session = self.shared.session.borrow_mut();
+                            let room = session.shown().name.clone();
+                            session.history_request(&room, request_id, after_seq)
                         }
                         Request::Ping => ClientFrame::Ping { request_id },
                     };
@@ -384,8 +414,25 @@ impl SocketTask {
         Some((reply, frame.clone()))
     }
 
-    /// Sends every pending outbox message, in order.
+    /// Sends what catches up on what this tab missed, then what waited: the relay answers in
+    /// order.
+    fn catch_up(&mut self, socket: &mut WebSocket, resync: &[ClientFrame]) -> Result<(), Ended> {
+        // Joins queued before the welcome are in `resync`.
+        self.shared.control.borrow_mut().clear();
+        for frame in resync {
+            send(socket, frame)?;
+        }
+        self.shared.schedule_sync();
+        self.flush(socket)
+    }
+
+    /// Sends the frames queued besides messages (joins first: a message may be for a room just
+    /// joined), then every pending outbox message, in order.
     fn flush(&mut self, socket: &mut WebSocket) -> Result<(), Ended> {
+        let control = std::mem::take(&mut *self.shared.control.borrow_mut());
+        for frame in &control {
+            send(socket, frame)?;
+        }
         let waiting = self.shared.session.borrow().to_send();
         for (id, frame) in waiting {
             send(socket, &frame)?;

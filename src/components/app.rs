@@ -6,11 +6,16 @@ use crate::chat_socket::{provide_chat_socket, ChatSocketOptions};
 use crate::components::composer::Composer;
 use crate::components::connection_badge::ConnectionBadge;
 use crate::components::name_field::NameField;
+use crate::components::presence_list::PresenceList;
 use crate::components::received_list::ReceivedList;
+use crate::components::room_header::RoomHeader;
+use crate::components::room_list::RoomList;
 use crate::components::sent_list::SentList;
+use crate::components::typing_line::TypingLine;
 
-/// The chat page: a heading with the connection badge, the name, the composer, and the sent and
-/// received message lists.
+/// The chat page: a heading with the connection badge, the name, the rooms, and for the room
+/// shown its heading, who is there, the composer, who is typing, and the sent and received
+/// message lists (the tutorial's layout, inside each room).
 #[component]
 pub fn App(
     /// How to reach the relay and more. Default: the page's own origin, or `?relay=`.
@@ -49,10 +54,18 @@ pub fn App(
                         }
                     })
             }}
-            <Composer />
-            <div class="logs">
-                <SentList />
-                <ReceivedList />
+            <div class="rooms-layout">
+                <RoomList />
+                <section class="room" aria-labelledby="current-room">
+                    <RoomHeader />
+                    <PresenceList />
+                    <Composer />
+                    <TypingLine />
+                    <div class="logs">
+                        <SentList />
+                        <ReceivedList />
+                    </div>
+                </section>
             </div>
         </main>
     }

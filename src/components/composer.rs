@@ -42,7 +42,13 @@ pub fn Composer() -> impl IntoView {
                 placeholder="Type a message; Enter sends, Shift+Enter for a new line"
                 rows="3"
                 prop:value=draft
-                on:input=move |event| set_draft.set(event_target_value(&event))
+                on:input=move |event| {
+                    let text = event_target_value(&event);
+                    if !text.trim().is_empty() {
+                        socket.typing();
+                    }
+                    set_draft.set(text);
+                }
                 on:keydown=on_keydown
             ></textarea>
             <button type="submit" data-testid="send">

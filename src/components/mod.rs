@@ -4,8 +4,12 @@ pub mod app;
 pub mod composer;
 pub mod connection_badge;
 pub mod name_field;
+pub mod presence_list;
 pub mod received_list;
+pub mod room_header;
+pub mod room_list;
 pub mod sent_list;
+pub mod typing_line;
 
 use std::cell::RefCell;
 

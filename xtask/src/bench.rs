@@ -42,6 +42,12 @@ const BURST_RUNS: usize = 3;
 /// The paced rows: this many messages per second for this long.
 const PACED_RATE: u64 = 200;
 const PACED_SECONDS: u64 = 5;
+/// The rooms row: this many rooms of [`ROOM_MEMBERS`] v1 connections each (one of them the
+/// room's sender), and a burst of [`ROOM_MESSAGES`] messages per room: 1,800,000 deliveries in
+/// all, as many as the single-room burst's, over 10,000 sockets instead of 101.
+const ROOMS: usize = 1_000;
+const ROOM_MEMBERS: usize = 10;
+const ROOM_MESSAGES: u64 = 200;
 /// Idle sockets opened for the memory rows.
 const IDLE_SOCKETS: [usize; 2] = [5_000, 10_000];
 /// Concurrent v1 senders (each also receives the others' messages) for the persistence rows,
@@ -209,6 +215,9 @@ pub fn run() -> anyhow::Result<()> {
     let mut table = Table::default();
     table.group("relay fan-out, 1 sender → 100 receivers", |table| {
         relay_fanout(&tools, &scratch, table)
+    });
+    table.group("relay fan-out in rooms, 1,000 rooms × 10 members", |table| {
+        rooms_fanout(&tools, &scratch, table)
     });
     table.group("RSS per idle socket", |table| idle_rss(&tools, &scratch, table));
     table.group("persistence: --data-dir vs in-memory", |table| {
@@ -625,6 +634,58 @@ fn relay_fanout(tools: &Tools, scratch: &Scratch, table: &mut Table) -> anyhow::
     ));
     if let Err(reason) = &tools.node_relay {
         table.note(format!("peer not measured: {reason}"));
+    }
+    Ok(())
+}
+
+/// The rooms rows: [`ROOMS`] rooms of [`ROOM_MEMBERS`] v1 connections, one sender in each, a
+/// burst of [`ROOM_MESSAGES`] per room at once; wschat alone (the floor and the peer have no
+/// rooms), to read beside the single room's v1 burst above.
+fn rooms_fanout(tools: &Tools, scratch: &Scratch, table: &mut Table) -> anyhow::Result<()> {
+    let connections = ROOMS * ROOM_MEMBERS;
+    // Room for every connection in the lobby too, where each starts.
+    let limit = (connections + 100).to_string();
+    let flags = ["--max-connections", &limit, "--max-room-members", &limit];
+    let mut running = RunningRelay::start(tools, scratch, Relay::Wschat, &flags)?;
+    let args = strings(&[
+        "--protocol",
+        "v1",
+        "--connections",
+        &connections.to_string(),
+        "--senders",
+        &ROOMS.to_string(),
+        "--rooms",
+        &ROOMS.to_string(),
+        "--rate",
+        "0",
+        "--messages",
+        &(ROOM_MESSAGES * ROOMS as u64).to_string(),
+        "--drain",
+        "5s",
+    ]);
+    let measured = load(tools, &running.url(), &args)?;
+    running.check_alive()?;
+    println!(
+        "   wschat v1 rooms {:>9.0} deliveries/s, p50 {:.2} ms, p99 {:.2} ms{}",
+        measured.deliveries_per_second(),
+        measured.number("/latency_ms/p50"),
+        measured.number("/latency_ms/p99"),
+        measured.problems().map(|problems| format!(" ({problems})")).unwrap_or_default()
+    );
+    let pace = format!("burst of {ROOM_MESSAGES} msgs per room, unthrottled");
+    let mut row =
+        Row::new(format!("fan-out in {ROOMS} rooms × {ROOM_MEMBERS}, {pace}, v1: deliveries/s"));
+    row.wschat = rate_cell(measured.deliveries_per_second());
+    table.push(row);
+    for (name, pointer) in [("p50", "/latency_ms/p50"), ("p99", "/latency_ms/p99")] {
+        let mut row = Row::new(format!(
+            "fan-out in {ROOMS} rooms × {ROOM_MEMBERS}, {pace}, v1: {name} latency"
+        ));
+        row.wschat = ms_cell(measured.number(pointer));
+        table.push(row);
+    }
+    if let Some(problems) = measured.problems() {
+        table.note(format!("wschat, {ROOMS} rooms: {problems}"));
     }
     Ok(())
 }

@@ -186,16 +186,24 @@ pub enum Scenario {
     /// is closed by the relay when the token expires, and then stops retrying (the same token
     /// would get 401 forever) and asks for a new token.
     AnExpiredTokenAsksForANewOne,
+    /// A link `/?room=NAME` opens that room with its history; switching rooms keeps the
+    /// address in step.
+    ARoomLinkOpensTheRoom,
+    /// With `--jwt-secret`, a token whose `rooms` claim does not cover a room is refused it: the
+    /// page says so and stays in the lobby.
+    ARoomTheTokenDoesNotAllowIsRefused,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::TwoTabsChat,
         Self::SendWhileTheRelayIsDown,
         Self::ACutOffTabCatchesUp,
         Self::ReloadWithPendingMessages,
         Self::MarkupShowsAsText,
         Self::AnExpiredTokenAsksForANewOne,
+        Self::ARoomLinkOpensTheRoom,
+        Self::ARoomTheTokenDoesNotAllowIsRefused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -208,6 +216,10 @@ impl Scenario {
             Self::AnExpiredTokenAsksForANewOne => {
                 "an expired token stops the retries and asks for a new one"
             }
+            Self::ARoomLinkOpensTheRoom => "a room link opens the room with its history",
+            Self::ARoomTheTokenDoesNotAllowIsRefused => {
+                "a room the token does not allow is refused and the page says so"
+            }
         }
     }
 
@@ -218,7 +230,7 @@ impl Scenario {
     pub fn run(self, browser: Browser, dist: &Path) -> anyhow::Result<()> {
         block_on(async {
             let relay_args = match self {
-                Self::AnExpiredTokenAsksForANewOne => {
+                Self::AnExpiredTokenAsksForANewOne | Self::ARoomTheTokenDoesNotAllowIsRefused => {
                     vec!["--jwt-secret".to_owned(), TOKEN_SECRET.to_owned()]
                 }
                 _ => Vec::new(),
@@ -231,6 +243,8 @@ impl Scenario {
                 Self::ReloadWithPendingMessages => reload_with_pending_messages(&session).await,
                 Self::MarkupShowsAsText => markup_shows_as_text(&session).await,
                 Self::AnExpiredTokenAsksForANewOne => an_expired_token(&session).await,
+                Self::ARoomLinkOpensTheRoom => a_room_link(&session).await,
+                Self::ARoomTheTokenDoesNotAllowIsRefused => a_forbidden_room(&session).await,
             };
             session.close().await?;
             outcome
@@ -472,10 +486,18 @@ const TOKEN_SECRET: &str = "an end-to-end secret of at least 32 bytes";
 
 /// An HS256 token for `name`, signed with [`TOKEN_SECRET`], that the relay takes for `seconds`.
 fn token(name: &str, seconds: u64) -> anyhow::Result<String> {
+    token_with(name, seconds, json!({}))
+}
+
+/// Like [`token`], with more claims.
+fn token_with(name: &str, seconds: u64, more: Value) -> anyhow::Result<String> {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     // The relay allows a minute of clock skew past `exp`: the token ends `seconds` from now.
     let now = now - 60;
-    let claims = json!({ "sub": name, "name": name, "exp": now + seconds });
+    let mut claims = json!({ "sub": name, "name": name, "exp": now + seconds });
+    if let (Some(claims), Value::Object(more)) = (claims.as_object_mut(), more) {
+        claims.extend(more);
+    }
     let key = jsonwebtoken::EncodingKey::from_secret(TOKEN_SECRET.as_bytes());
     Ok(jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?)
 }
@@ -505,6 +527,69 @@ async fn an_expired_token(session: &Session) -> anyhow::Result<()> {
     // What is typed now waits for a new token.
     type_and_send(client, "after the token expired").await?;
     wait_for_states(client, &["delivered", "pending"]).await.context("after expiry")
+}
+
+async fn current_room(client: &Client) -> anyhow::Result<String> {
+    Ok(find(client, "current-room").await?.text().await?)
+}
+
+async fn a_room_link(session: &Session) -> anyhow::Result<()> {
+    let client = &session.client;
+    let room_url = format!("{}?room=Team-Blue", session.app_url);
+    client.goto(&room_url).await?;
+    wait_for_status(client, "connected").await.context("tab A")?;
+    let name_a = display_name(client).await?;
+    type_and_send(client, "kept in team-blue").await?;
+    wait_for_states(client, &["delivered"]).await.context("tab A")?;
+    let a = client.window().await?;
+    let b = client.new_window(true).await?.handle;
+    client.switch_to_window(b).await?;
+    client.goto(&room_url).await?;
+    wait_for_status(client, "connected").await.context("tab B")?;
+    let read = || current_room(client);
+    poll("the room of the link", read, |room| room == "#team-blue").await?;
+    expect_list(client, "received-list", &[(&name_a, "kept in team-blue")])
+        .await
+        .context("tab B opens the room with its history")?;
+    // Back to the lobby: the address follows, and the lobby never saw the message.
+    let lobby =
+        client.find(Locator::Css("[data-testid=room-item][data-room=lobby] button")).await?;
+    lobby.click().await?;
+    poll("the lobby shown", || current_room(client), |room| room == "#lobby").await?;
+    let search: String =
+        serde_json::from_value(client.execute("return location.search;", vec![]).await?)?;
+    if search.contains("room=") {
+        bail!("the address still names a room in the lobby: {search:?}");
+    }
+    expect_list(client, "received-list", &[]).await.context("the lobby")?;
+    client.switch_to_window(a).await?;
+    Ok(())
+}
+
+async fn a_forbidden_room(session: &Session) -> anyhow::Result<()> {
+    let client = &session.client;
+    let token = token_with("lee", 600, json!({ "rooms": ["lobby", "team-*"] }))?;
+    client.goto(&format!("{}?token={token}&room=secret", session.app_url)).await?;
+    wait_for_status(client, "connected").await?;
+    let read = || async { Ok(find(client, "relay-error").await?.text().await?) };
+    let error = poll("the refusal on the page", read, |text| text.contains("secret")).await?;
+    if !error.contains("cannot join") {
+        bail!("the page says {error:?} about the refused room");
+    }
+    poll("the lobby shown", || current_room(client), |room| room == "#lobby").await?;
+    let refused =
+        client.find_all(Locator::Css("[data-testid=room-item][data-room=secret]")).await?;
+    if !refused.is_empty() {
+        bail!("the refused room is still listed");
+    }
+    // A room the claim allows is joined.
+    find(client, "room-join").await?.send_keys("team-red").await?;
+    find(client, "room-join-button").await?.click().await?;
+    poll("team-red shown", || current_room(client), |room| room == "#team-red").await?;
+    let joined = "[data-testid=room-item][data-room=team-red][data-joined=true]";
+    let read = || async { Ok(client.find_all(Locator::Css(joined)).await?.len()) };
+    poll("team-red joined", read, |count| *count == 1).await?;
+    Ok(())
 }
 
 /// Waits until the sent list's entries have exactly these delivery states, in order.

@@ -153,6 +153,10 @@ impl BrowserTestRelay {
             .env("WSCHAT_TEST_SILENT_RELAY", &self.silent_url)
             .env("WSCHAT_TEST_RESTARTABLE_RELAY", &self.restartable.url)
             .env("WSCHAT_TEST_RELAY_CONTROL", &self.restartable.control_url);
+        // For developers: only the browser tests whose names contain this.
+        if let Ok(filter) = std::env::var("WSCHAT_BROWSER_TESTS") {
+            command.args(["--", &filter]);
+        }
         match browser {
             Browser::Chromium => {
                 command.env_remove("GECKODRIVER").env("CHROMEDRIVER", e2e::CHROMEDRIVER);
@@ -168,7 +172,8 @@ impl BrowserTestRelay {
 /// The outcome of every stage.
 struct Report {
     stages: Vec<(String, anyhow::Result<()>, Duration)>,
-    /// From `WSCHAT_STAGES`: only stages whose name contains it run (for developers; CI runs all).
+    /// From `WSCHAT_STAGES`: only stages whose name contains one of its comma-separated parts
+    /// run (for developers; CI runs all).
     only: Option<String>,
 }
 
@@ -182,7 +187,8 @@ impl Report {
     /// Runs one stage (unless `WSCHAT_STAGES` leaves it out), records how it went, and returns
     /// whether it passed.
     fn stage(&mut self, name: &str, stage: impl FnOnce() -> anyhow::Result<()>) -> bool {
-        if self.only.as_deref().is_some_and(|only| !name.contains(only)) {
+        let wanted = |only: &str| only.split(',').any(|part| name.contains(part.trim()));
+        if self.only.as_deref().is_some_and(|only| !wanted(only)) {
             return true;
         }
         self.prerequisite(name, stage)

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::Value;
-use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage};
+use wschat_protocol::v1::{ClientFrame, Position, RoomInfo, ServerFrame, StoredMessage};
 use wschat_protocol::{ChatMessage, ErrorCode, RelayFrame, WireError};
 
 /// Feeds `text` to every decoder and checks each answer.
@@ -158,13 +158,29 @@ fn wire_error(u: &mut Unstructured<'_>) -> arbitrary::Result<WireError> {
 }
 
 fn client_frame(u: &mut Unstructured<'_>) -> arbitrary::Result<ClientFrame> {
-    Ok(match u.int_in_range(0..=2)? {
+    Ok(match u.int_in_range(0..=6)? {
         0 => ClientFrame::Message {
+            room: u.arbitrary()?,
             id: u.arbitrary()?,
             source: u.arbitrary()?,
             content: u.arbitrary()?,
         },
-        1 => ClientFrame::History { request_id: u.arbitrary()?, after_seq: u.arbitrary()? },
+        1 => ClientFrame::History {
+            room: u.arbitrary()?,
+            request_id: u.arbitrary()?,
+            after_seq: u.arbitrary()?,
+        },
+        2 => ClientFrame::Join {
+            room: u.arbitrary()?,
+            after: if u.arbitrary()? {
+                Some(Position { epoch: u.arbitrary()?, seq: u.arbitrary()? })
+            } else {
+                None
+            },
+        },
+        3 => ClientFrame::Leave { room: u.arbitrary()? },
+        4 => ClientFrame::Rooms {},
+        5 => ClientFrame::Typing { room: u.arbitrary()? },
         _ => ClientFrame::Ping { request_id: u.arbitrary()? },
     })
 }
@@ -180,17 +196,21 @@ fn stored_message(u: &mut Unstructured<'_>) -> arbitrary::Result<StoredMessage> 
 }
 
 fn server_frame(u: &mut Unstructured<'_>) -> arbitrary::Result<ServerFrame> {
-    Ok(match u.int_in_range(0..=5)? {
+    Ok(match u.int_in_range(0..=10)? {
         0 => ServerFrame::Welcome {
             epoch: u.arbitrary()?,
             latest_seq: u.arbitrary()?,
             oldest_seq: u.arbitrary()?,
         },
-        1 => ServerFrame::Message(stored_message(u)?),
-        2 => {
-            ServerFrame::Ack { id: u.arbitrary()?, seq: u.arbitrary()?, duplicate: u.arbitrary()? }
-        }
+        1 => ServerFrame::Message { room: u.arbitrary()?, message: stored_message(u)? },
+        2 => ServerFrame::Ack {
+            room: u.arbitrary()?,
+            id: u.arbitrary()?,
+            seq: u.arbitrary()?,
+            duplicate: u.arbitrary()?,
+        },
         3 => {
+            let room = u.arbitrary()?;
             let request_id = u.arbitrary()?;
             let epoch = u.arbitrary()?;
             let mut messages = Vec::new();
@@ -200,6 +220,7 @@ fn server_frame(u: &mut Unstructured<'_>) -> arbitrary::Result<ServerFrame> {
                 Ok(ControlFlow::Continue(()))
             })?;
             ServerFrame::History {
+                room,
                 request_id,
                 epoch,
                 messages,
@@ -208,8 +229,31 @@ fn server_frame(u: &mut Unstructured<'_>) -> arbitrary::Result<ServerFrame> {
             }
         }
         4 => ServerFrame::Pong { request_id: u.arbitrary()? },
+        5 => ServerFrame::Joined {
+            room: u.arbitrary()?,
+            epoch: u.arbitrary()?,
+            latest_seq: u.arbitrary()?,
+            oldest_seq: u.arbitrary()?,
+            members: u.arbitrary()?,
+        },
+        6 => ServerFrame::Left { room: u.arbitrary()? },
+        7 => {
+            let mut rooms = Vec::new();
+            u.arbitrary_loop(None, Some(4), |u| {
+                rooms.push(RoomInfo { room: u.arbitrary()?, members: u.arbitrary()? });
+                Ok(ControlFlow::Continue(()))
+            })?;
+            ServerFrame::Rooms { rooms }
+        }
+        8 => ServerFrame::Presence {
+            room: u.arbitrary()?,
+            names: u.arbitrary()?,
+            count: u.arbitrary()?,
+        },
+        9 => ServerFrame::Typing { room: u.arbitrary()?, name: u.arbitrary()? },
         _ => ServerFrame::Error {
             error: wire_error(u)?,
+            room: u.arbitrary()?,
             id: u.arbitrary()?,
             request_id: u.arbitrary()?,
         },

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wschat_protocol::rooms::LOBBY;
 use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage, SUBPROTOCOL};
 use wschat_protocol::{ChatMessage, RelayFrame};
 use wschat_relay::{Config, RateLimit, RunError};
@@ -115,8 +116,19 @@ pub async fn send_v1(client: &mut Client, frame: &ClientFrame) {
     client.send(Message::text(frame.to_json())).await.unwrap();
 }
 
-/// The next v1 frame a client receives, decoded.
+/// The next v1 frame a client receives, decoded, presence frames skipped (tests about
+/// anything else need not care who is in the room: `next_v1_any` keeps them).
 pub async fn next_v1(client: &mut Client) -> ServerFrame {
+    loop {
+        match next_v1_any(client).await {
+            ServerFrame::Presence { .. } => continue,
+            frame => return frame,
+        }
+    }
+}
+
+/// The next v1 frame a client receives, decoded, whatever it is.
+pub async fn next_v1_any(client: &mut Client) -> ServerFrame {
     ServerFrame::from_json(&next_text(client).await).unwrap()
 }
 
@@ -126,7 +138,7 @@ pub async fn history(
     request_id: u64,
     after_seq: u64,
 ) -> (Vec<StoredMessage>, bool) {
-    send_v1(client, &ClientFrame::History { request_id, after_seq }).await;
+    send_v1(client, &ClientFrame::History { room: LOBBY.into(), request_id, after_seq }).await;
     match next_v1(client).await {
         ServerFrame::History { request_id: answered, messages, complete, .. } => {
             assert_eq!(answered, request_id);
@@ -138,7 +150,12 @@ pub async fn history(
 
 /// A v1 message from "ada".
 pub fn message(id: &str, content: &str) -> ClientFrame {
-    ClientFrame::Message { id: id.into(), source: "ada".into(), content: content.into() }
+    ClientFrame::Message {
+        room: LOBBY.into(),
+        id: id.into(),
+        source: "ada".into(),
+        content: content.into(),
+    }
 }
 
 pub async fn http_get(address: SocketAddr, path: &str) -> String {
@@ -279,7 +296,8 @@ pub async fn history_in_pages(
     loop {
         pages += 1;
         let request_id = pages as u64;
-        send_v1(client, &ClientFrame::History { request_id, after_seq: after }).await;
+        send_v1(client, &ClientFrame::History { room: LOBBY.into(), request_id, after_seq: after })
+            .await;
         let (messages, complete, more) = history_answer(client, request_id).await;
         first_complete.get_or_insert(complete);
         if let Some(last) = messages.last() {
@@ -302,7 +320,7 @@ async fn history_answer(client: &mut Client, request_id: u64) -> (Vec<StoredMess
             {
                 return (messages, complete, more)
             }
-            ServerFrame::Message(_) | ServerFrame::Ack { .. } => continue,
+            ServerFrame::Message { .. } | ServerFrame::Ack { .. } => continue,
             other => panic!("expected a history answer, got {other:?}"),
         }
     }
@@ -310,7 +328,13 @@ async fn history_answer(client: &mut Client, request_id: u64) -> (Vec<StoredMess
 
 /// Connects to the relay at `address` asking for the `wschat.v1` subprotocol.
 pub async fn connect_v1_at(address: SocketAddr) -> Client {
-    let mut request = format!("ws://{address}/ws").into_client_request().unwrap();
+    connect_v1_to(address, "/ws").await
+}
+
+/// Connects to `path` (with its query, e.g. `/ws?name=ada`) of the relay at `address`, asking for
+/// the `wschat.v1` subprotocol.
+pub async fn connect_v1_to(address: SocketAddr, path: &str) -> Client {
+    let mut request = format!("ws://{address}{path}").into_client_request().unwrap();
     request.headers_mut().insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
     let (client, response) = tokio_tungstenite::connect_async(request).await.unwrap();
     assert_eq!(response.headers()["Sec-WebSocket-Protocol"], SUBPROTOCOL);
