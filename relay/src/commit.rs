@@ -648,7 +648,13 @@ mod tests {
         let mut bob = Tab::join(&room);
         assert!(matches!(bob.next().await, ServerFrame::Welcome { latest_seq: 0, .. }));
         let mut acked = HashMap::new();
-        assert!(send_all(&room, &mut bob, &["m4".into()], &mut acked).await.is_empty());
+        // The store may still be reopening when bob posts: a refusal (`unavailable`) is sent
+        // again, as the page's outbox does.
+        let deadline = Instant::now() + PATIENCE;
+        while !send_all(&room, &mut bob, &["m4".into()], &mut acked).await.is_empty() {
+            assert!(Instant::now() < deadline, "m4 never taken in the new epoch");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(acked["m4"], 1);
         committer.finish().await;
         let saved = HistoryStore::open(dir.path(), 1000).unwrap().reader.load(LOBBY).unwrap();
