@@ -63,7 +63,8 @@ fn ensure_build_tools(toolset: Toolset) -> anyhow::Result<()> {
 }
 
 /// The tools from npm (`xtask/npm/package.json`, pinned by its lock file): wasm-opt from a
-/// current binaryen, and acorn and terser for the JS glue (see `xtask/npm/shrink-bundle.mjs`). Their `.bin` is put on PATH by
+/// current binaryen, acorn and terser for the JS glue and csso for the CSS (see
+/// `xtask/npm/shrink-bundle.mjs`). Their `.bin` is put on PATH by
 /// [`crate::process::put_tools_on_path`]. Node.js and npm come from the system (Debian's if
 /// missing).
 fn ensure_npm_tools() -> anyhow::Result<()> {
