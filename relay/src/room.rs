@@ -32,6 +32,7 @@ use wschat_protocol::v1::{Position, ServerFrame, StoredMessage};
 use wschat_protocol::{ChatMessage, ErrorCode, WireError};
 
 use crate::close::Close;
+use crate::cluster::Cluster;
 use crate::commit::{Admission, Durability, Journal};
 use crate::connection::Refusal;
 use crate::dedupe::{sender_key, Dedupe};
@@ -79,6 +80,9 @@ pub struct Core {
     pub journal: Option<Journal>,
     /// Counts up each time a room empties, to tell which empty room has been so longest.
     pub ticks: AtomicU64,
+    /// With `--redis`: the link to the Redis that numbers, stores and fans out every room's
+    /// messages (see `crate::cluster`); rooms then take messages from their tails only.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Core {
@@ -469,6 +473,69 @@ impl Room {
         }
     }
 
+    /// With `--redis`: the room's epoch and latest seq here, where its tail goes on from.
+    #[must_use]
+    pub fn position(&self) -> (String, u64) {
+        let state = self.lock();
+        (state.history.epoch().to_owned(), state.history.latest_seq())
+    }
+
+    /// Whether the room was closed (nobody joins it any more; its tail stops).
+    #[must_use]
+    pub fn is_retired(&self) -> bool {
+        self.lock().retired
+    }
+
+    /// With `--redis`: `message`, stored in Redis and read from the room's stream, goes into the
+    /// history and to every member, but its sender if that is `sender` (a client of this node,
+    /// which was acked when Redis stored it; a tutorial sender never gets its own message back).
+    /// False, and nothing done, when it does not follow the history's latest seq: the tail
+    /// missed messages and must reload the room.
+    pub fn relay_stored(&self, message: StoredMessage, sender: Option<ClientId>) -> bool {
+        let frames = Encoded::new(&self.name, &message);
+        let mut state = self.lock();
+        if message.seq != state.history.latest_seq() + 1 {
+            return false;
+        }
+        state.history.push(message);
+        let mut evicted = Vec::new();
+        for (&member_id, member) in &state.members {
+            if Some(member_id) == sender {
+                continue;
+            }
+            if !member.outbound.offer(frames.for_mode(member.mode), self.core.queue_bytes) {
+                evicted.push(member_id);
+            }
+        }
+        for id in evicted {
+            state.evict(id);
+        }
+        self.settle(&mut state);
+        true
+    }
+
+    /// With `--redis`: the room went on in Redis without this node (a new epoch after Redis lost
+    /// it, or more messages than its stream keeps while this node's tail lagged): the history
+    /// starts over from `history`, and every v1 member is closed with 1012 to resync on
+    /// reconnecting (`complete: false` tells it what it missed); tutorial clients stay.
+    pub fn reload(&self, history: History) {
+        let mut state = self.lock();
+        state.history = history;
+        self.core.dedupe().forget_room(&self.name);
+        let v1: Vec<_> = state
+            .members
+            .iter()
+            .filter(|(_, member)| member.mode == Mode::V1)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in v1 {
+            if let Some(member) = state.remove(id) {
+                member.outbound.close(Close::NewEpoch);
+            }
+        }
+        self.settle(&mut state);
+    }
+
     /// Queues the answer to a history request from `to`: the committed messages after
     /// `after_seq`, one page of them (see [`PAGE_BYTES`]); the answer says `more` when the client
     /// should ask again after its last seq.
@@ -767,6 +834,7 @@ mod tests {
             dedupe: Mutex::new(Dedupe::new(crate::dedupe::Limits::default())),
             journal: durable.then(Journal::default),
             ticks: AtomicU64::new(0),
+            cluster: None,
         })
     }
 

@@ -1,0 +1,468 @@
+//! `--redis`: the relay as one node of many, sharing rooms, numbering and history through one
+//! Redis, so a client may reconnect to any node and resume exactly.
+//!
+//! Keys, one hash tag per room (so that a Redis Cluster keeps a room's keys in one slot):
+//! `wschat:{room}:epoch` (the room's epoch), `:seq` (its latest seq), `:stream` (its last
+//! messages, entry id `<seq>-0`, capped at [`Cluster::stream_cap`]) and `:id:<epoch>:<sender>
+//! <id>` (the seq a message id was stored under, for [`ID_TTL`]).
+//!
+//! Write path: one Lua script per message ([`APPEND`]), atomic: checks the room's epoch is the
+//! one the node serves, recognises a re-sent id (answering the seq it has), increments the seq,
+//! appends to the stream and remembers the id. The sender is acked on the script's reply only;
+//! when Redis fails, the message is refused with `unavailable` (the page's outbox keeps it).
+//!
+//! Fan-out: every node tails the stream of each room open on it ([`Cluster::tail`], `XREAD
+//! BLOCK` from the last seq it delivered, on a connection of its own) and that is the only way a
+//! message reaches members, the writer's node included: every node delivers a room's messages in
+//! the same order, each once. The room's history in memory is what the tail delivered, on top of
+//! what the stream held when the room opened here, so joins and history answers are the
+//! stream's, joined with the live tail without gap or duplicate.
+//!
+//! Epochs: a room whose keys Redis lost (a flush, a restart without persistence) starts a new
+//! epoch when a node next looks ([`OPEN`]); the node's v1 members are closed with 1012 and learn
+//! it on reconnecting, as after a restart without `--data-dir`. A tail that fell further behind
+//! than the stream keeps does the same (its clients then get `complete: false`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use tokio_util::sync::CancellationToken;
+use wschat_protocol::v1::StoredMessage;
+
+use crate::history::{History, Posted};
+use crate::metrics::Metrics;
+use crate::room::{ClientId, Room};
+
+/// How long a message id is remembered, as `crate::dedupe` does on one node: an app re-sends its
+/// outbox within seconds of reconnecting.
+pub const ID_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// How long one `XREAD` waits for new entries before the tail looks at the room's epoch (and
+/// whether the room is still open here). Bounds how soon a node notices that Redis lost a room
+/// nobody writes to.
+const TAIL_BLOCK: Duration = Duration::from_secs(1);
+
+/// The most entries one `XREAD` takes.
+const TAIL_BATCH: usize = 500;
+
+/// How long any command may take before Redis counts as unreachable (the tail's blocking read
+/// gets [`TAIL_BLOCK`] more).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a node checks that Redis answers, for `/healthz` and the metrics.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The pause after a failed read before the tail tries again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The stream keeps at least this many entries, whatever the history limit: a node's tail that
+/// is that far behind has to reload the room.
+const MIN_STREAM: usize = 1000;
+
+/// Appends one message. KEYS: epoch, seq, stream, the id's key. ARGV: the epoch the node serves,
+/// the stream's cap, the id's TTL in seconds, then the entry: id, source, content, time stamp,
+/// node, client. Answers `{"stored", seq}`, `{"duplicate", seq}`, or `{"epoch", current}` when
+/// the room is in another epoch (or none: Redis lost it) and nothing was stored.
+const APPEND: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch or redis.call('EXISTS', KEYS[2]) == 0 then return {'epoch', ''} end
+if epoch ~= ARGV[1] then return {'epoch', epoch} end
+local known = redis.call('GET', KEYS[4])
+if known then return {'duplicate', known} end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '=', ARGV[2], seq .. '-0',
+  'epoch', epoch, 'id', ARGV[4], 'source', ARGV[5], 'content', ARGV[6], 'at', ARGV[7],
+  'node', ARGV[8], 'client', ARGV[9])
+redis.call('SET', KEYS[4], seq, 'EX', ARGV[3])
+return {'stored', tostring(seq)}
+";
+
+/// Opens a room: its epoch, or a new one (ARGV[1]) with an empty stream when Redis holds none or
+/// lost its seq. KEYS: epoch, seq, stream. Answers the epoch.
+const OPEN: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+if epoch and redis.call('EXISTS', KEYS[2]) == 1 then return epoch end
+redis.call('DEL', KEYS[3])
+redis.call('SET', KEYS[2], 0)
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+";
+
+/// A room's keys.
+struct Keys {
+    epoch: String,
+    seq: String,
+    stream: String,
+}
+
+impl Keys {
+    fn of(room: &str) -> Self {
+        // No room name holds a brace (see `wschat_protocol::rooms`), so the tag is the name.
+        Self {
+            epoch: format!("wschat:{{{room}}}:epoch"),
+            seq: format!("wschat:{{{room}}}:seq"),
+            stream: format!("wschat:{{{room}}}:stream"),
+        }
+    }
+
+    /// The key remembering one message id, per epoch (an id from an older epoch says nothing
+    /// about this one); the sender's length first, so that sender and id cannot be confused.
+    fn id(room: &str, epoch: &str, sender: &str, id: &str) -> String {
+        format!("wschat:{{{room}}}:id:{epoch}:{}:{sender}:{id}", sender.len())
+    }
+}
+
+/// What became of an appended message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Its seq.
+    pub seq: u64,
+    /// It had been stored before (a re-send): not stored again.
+    pub duplicate: bool,
+}
+
+/// Why a message was not appended. Either way the sender is refused with `unavailable` and
+/// sends it again later.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Redis did not answer, or failed.
+    #[error("redis failed: {0}")]
+    Redis(#[from] RedisError),
+    /// The room is in another epoch in Redis than on this node (the node's tail reloads it).
+    #[error("the room's epoch changed")]
+    EpochChanged,
+    /// Redis answered something the script never does.
+    #[error("unexpected answer from redis: {0}")]
+    Unexpected(String),
+}
+
+/// A room as Redis holds it.
+pub struct Loaded {
+    /// Its history: the epoch, the latest seq, the last messages.
+    pub history: History,
+}
+
+/// This node's link to Redis.
+pub struct Cluster {
+    client: Client,
+    /// Every command but the tails' blocking reads; reconnects by itself.
+    commands: ConnectionManager,
+    /// This node's id, in every entry it appends, so that its tails know its own senders.
+    node: String,
+    append: Script,
+    open: Script,
+    history_limit: usize,
+    /// Whether Redis answered lately.
+    up: AtomicBool,
+    metrics: Arc<Metrics>,
+    /// Stops the tails and the health check when the relay stops.
+    stop: CancellationToken,
+}
+
+impl Cluster {
+    /// Connects to Redis at `url`, and starts checking that it answers.
+    ///
+    /// # Errors
+    /// When the URL is not one, or Redis cannot be reached now.
+    pub async fn connect(
+        url: &str,
+        history_limit: usize,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Result<Arc<Self>, RedisError> {
+        let client = Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let commands = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let cluster = Arc::new(Self {
+            client,
+            commands,
+            node: uuid::Uuid::new_v4().to_string(),
+            append: Script::new(APPEND),
+            open: Script::new(OPEN),
+            history_limit,
+            up: AtomicBool::new(true),
+            metrics,
+            stop,
+        });
+        cluster.metrics.redis_up.set(1);
+        tokio::spawn(Arc::clone(&cluster).watch());
+        Ok(cluster)
+    }
+
+    /// Whether Redis answered lately: `/healthz` answers 503 otherwise, so that a load balancer
+    /// sends clients to a node that can store their messages.
+    #[must_use]
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Entries a room's stream keeps: the history limit, and at least [`MIN_STREAM`] for tails
+    /// that lag.
+    fn stream_cap(&self) -> usize {
+        self.history_limit.max(MIN_STREAM)
+    }
+
+    /// Notes whether Redis answered, saying so in the log and the metrics when that changes.
+    fn answered<T, E: std::fmt::Display>(&self, result: &Result<T, E>) {
+        let up = result.is_ok();
+        if self.up.swap(up, Ordering::Relaxed) != up {
+            self.metrics.redis_up.set(i64::from(up));
+            match result {
+                Ok(_) => tracing::info!("redis answers again"),
+                Err(error) => tracing::error!(%error, "redis unreachable: sends are refused"),
+            }
+        }
+        if !up {
+            self.metrics.redis_failures.inc();
+        }
+    }
+
+    /// Pings Redis every [`HEALTH_INTERVAL`] until the relay stops.
+    async fn watch(self: Arc<Self>) {
+        let mut commands = self.commands.clone();
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            }
+            let pong: Result<String, RedisError> =
+                redis::cmd("PING").query_async(&mut commands).await;
+            self.answered(&pong);
+        }
+    }
+
+    /// Stores `posted` in `room` (in `epoch`, the one this node serves) as sent by `client` at
+    /// `at_ms`, or finds the seq it was stored under before.
+    ///
+    /// # Errors
+    /// See [`AppendError`]: nothing was stored.
+    pub async fn append(
+        &self,
+        room: &str,
+        epoch: &str,
+        posted: &Posted,
+        at_ms: u64,
+        client: ClientId,
+    ) -> Result<Appended, AppendError> {
+        let keys = Keys::of(room);
+        let mut commands = self.commands.clone();
+        let answer: Result<Vec<String>, RedisError> = self
+            .append
+            .key(&keys.epoch)
+            .key(&keys.seq)
+            .key(&keys.stream)
+            .key(Keys::id(room, epoch, &posted.source, &posted.id))
+            .arg(epoch)
+            .arg(self.stream_cap())
+            .arg(ID_TTL.as_secs())
+            .arg(&posted.id)
+            .arg(&posted.source)
+            .arg(&posted.content)
+            .arg(at_ms)
+            .arg(&self.node)
+            .arg(client)
+            .invoke_async(&mut commands)
+            .await;
+        self.answered(&answer);
+        let answer = answer?;
+        let seq = |text: &str| text.parse::<u64>().ok();
+        match answer.as_slice() {
+            [kind, value] if kind == "stored" || kind == "duplicate" => match seq(value) {
+                Some(seq) => Ok(Appended { seq, duplicate: kind == "duplicate" }),
+                None => Err(AppendError::Unexpected(value.clone())),
+            },
+            [kind, _] if kind == "epoch" => Err(AppendError::EpochChanged),
+            other => Err(AppendError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Reads `room` from Redis, opening it in a new epoch if Redis holds none: its epoch, latest
+    /// seq and last messages, read in one transaction so that the tail goes on exactly after them.
+    ///
+    /// # Errors
+    /// When Redis fails.
+    pub async fn load(&self, room: &str) -> Result<Loaded, RedisError> {
+        let result = self.read_room(room).await;
+        self.answered(&result);
+        result
+    }
+
+    async fn read_room(&self, room: &str) -> Result<Loaded, RedisError> {
+        let keys = Keys::of(room);
+        let mut commands = self.commands.clone();
+        loop {
+            let _epoch: String = self
+                .open
+                .key(&keys.epoch)
+                .key(&keys.seq)
+                .key(&keys.stream)
+                .arg(uuid::Uuid::new_v4().to_string())
+                .invoke_async(&mut commands)
+                .await?;
+            let (epoch, seq, entries): (Option<String>, Option<u64>, StreamRangeReply) =
+                redis::pipe()
+                    .atomic()
+                    .get(&keys.epoch)
+                    .get(&keys.seq)
+                    .cmd("XREVRANGE")
+                    .arg(&keys.stream)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(self.history_limit.max(1))
+                    .query_async(&mut commands)
+                    .await?;
+            // Lost again between the two (a flush right then): open it again.
+            let (Some(epoch), Some(latest_seq)) = (epoch, seq) else { continue };
+            let mut messages: Vec<StoredMessage> = entries
+                .ids
+                .iter()
+                .rev()
+                .filter_map(|entry| entry_message(entry, &epoch))
+                .map(|(message, _)| message)
+                .collect();
+            messages.retain(|message| message.seq <= latest_seq);
+            let history = History::resume(epoch, self.history_limit, latest_seq, messages);
+            return Ok(Loaded { history });
+        }
+    }
+
+    /// Starts the tail of `room`, open on this node from `after_seq` on: delivers each new entry
+    /// of its stream to the room's members, until the room closes or the relay stops.
+    pub fn tail(self: &Arc<Self>, room: &Arc<Room>) {
+        let (cluster, room) = (Arc::clone(self), Arc::downgrade(room));
+        tokio::spawn(async move { cluster.run_tail(room).await });
+    }
+
+    async fn run_tail(self: Arc<Self>, room: Weak<Room>) {
+        let Some(name) = room.upgrade().map(|room| room.name().to_owned()) else { return };
+        let keys = Keys::of(&name);
+        let mut connection: Option<MultiplexedConnection> = None;
+        loop {
+            let Some(open) = room.upgrade().filter(|room| !room.is_retired()) else { return };
+            if self.stop.is_cancelled() {
+                return;
+            }
+            let conn = match &mut connection {
+                Some(conn) => conn,
+                None => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+                        .set_response_timeout(Some(RESPONSE_TIMEOUT + TAIL_BLOCK));
+                    match self.client.get_multiplexed_async_connection_with_config(&config).await {
+                        Ok(conn) => connection.insert(conn),
+                        Err(error) => {
+                            self.answered::<(), _>(&Err(error));
+                            drop(open);
+                            self.pause().await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let (epoch, after) = open.position();
+            drop(open);
+            let read: Result<Option<StreamReadReply>, RedisError> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(TAIL_BATCH)
+                .arg("BLOCK")
+                .arg(TAIL_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&keys.stream)
+                .arg(format!("{after}-0"))
+                .query_async(conn)
+                .await;
+            self.answered(&read);
+            let Some(open) = room.upgrade() else { return };
+            match read {
+                Ok(Some(reply)) => {
+                    let entries = reply.keys.into_iter().flat_map(|key| key.ids);
+                    for entry in entries {
+                        let delivered = entry_message(&entry, &epoch).map(|(message, sender)| {
+                            let mine = (sender.node == self.node).then_some(sender.client);
+                            open.relay_stored(message, mine)
+                        });
+                        if delivered != Some(true) {
+                            // Another epoch, or a gap: the stream moved on without this node.
+                            self.reload(&open).await;
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    // Quiet: has Redis lost the room meanwhile?
+                    let current: Result<(Option<String>, bool), RedisError> =
+                        redis::pipe().get(&keys.epoch).exists(&keys.seq).query_async(conn).await;
+                    self.answered(&current);
+                    if let Ok((current, seq_kept)) = current {
+                        if current.as_deref() != Some(epoch.as_str()) || !seq_kept {
+                            self.reload(&open).await;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, room = %name, "reading a room's stream failed");
+                    connection = None;
+                    drop(open);
+                    self.pause().await;
+                }
+            }
+        }
+    }
+
+    /// Reads `room` again from Redis and starts it over from there (see `Room::reload`).
+    async fn reload(&self, room: &Arc<Room>) {
+        match self.load(room.name()).await {
+            Ok(loaded) => {
+                tracing::warn!(
+                    room = room.name(),
+                    epoch = loaded.history.epoch(),
+                    latest_seq = loaded.history.latest_seq(),
+                    "a room moved on in redis without this node: its clients resync"
+                );
+                room.reload(loaded.history);
+            }
+            Err(error) => tracing::debug!(%error, room = room.name(), "cannot reload a room"),
+        }
+    }
+
+    async fn pause(&self) {
+        tokio::select! {
+            () = self.stop.cancelled() => {}
+            () = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// Who appended an entry.
+struct Sender {
+    node: String,
+    client: ClientId,
+}
+
+/// The message an entry of a room's stream in `epoch` holds, and who sent it; `None` for an
+/// entry of another epoch or one that is not a message.
+fn entry_message(entry: &StreamId, epoch: &str) -> Option<(StoredMessage, Sender)> {
+    let text = |field: &str| -> Option<String> { entry.get(field) };
+    if text("epoch")? != epoch {
+        return None;
+    }
+    let seq = entry.id.split_once('-')?.0.parse().ok()?;
+    let message = StoredMessage {
+        seq,
+        id: text("id")?,
+        source: text("source")?,
+        content: text("content")?,
+        sent_at_ms: entry.get("at")?,
+    };
+    let sender = Sender { node: text("node")?, client: entry.get("client")? };
+    Some((message, sender))
+}

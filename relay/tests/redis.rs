@@ -1,0 +1,378 @@
+//! Several relays on one Redis (`--redis`), with a real `redis-server` started here on a free
+//! loopback port with its own temporary directory: clients on different nodes chat in one room in
+//! one order, resume on another node exactly, and nothing acked is lost when Redis is killed or
+//! stopped.
+//!
+//! When `redis-server` cannot be found the tests say SKIPPED and return, unless
+//! `WSCHAT_REQUIRE_REDIS` is set (`cargo xtask test` installs it and sets it), where they fail.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wschat_protocol::v1::{ServerFrame, StoredMessage};
+use wschat_protocol::ErrorCode;
+use wschat_relay::Config;
+
+/// Whether Redis keeps what it acknowledged across a crash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Persistence {
+    /// `appendonly yes`, `appendfsync always`: the recommended settings.
+    Always,
+    /// Nothing on disk: a restart loses everything.
+    Off,
+}
+
+/// A `redis-server` of this test's own.
+struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    persistence: Persistence,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one, or `None` (SKIPPED) when `redis-server` is not installed.
+    async fn start(persistence: Persistence) -> Option<Self> {
+        let Some(binary) = redis_binary() else {
+            assert!(
+                std::env::var_os("WSCHAT_REQUIRE_REDIS").is_none(),
+                "redis-server not found, and WSCHAT_REQUIRE_REDIS is set"
+            );
+            eprintln!("SKIPPED: redis-server not found (apt-get install redis-server)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = Self { port, dir: tempfile::tempdir().unwrap(), persistence, child: None };
+        server.spawn(&binary).await;
+        Some(server)
+    }
+
+    async fn spawn(&mut self, binary: &PathBuf) {
+        let appendonly = if self.persistence == Persistence::Always { "yes" } else { "no" };
+        let child = Command::new(binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--save", "", "--appendonly", appendonly, "--appendfsync", "always"])
+            .args(["--maxmemory-policy", "noeviction", "--daemonize", "no"])
+            .args(["--logfile", "redis.log"])
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        tokio::time::timeout(PATIENCE, async {
+            while !self.answers().await {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("redis-server did not start");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Whether it answers PING.
+    async fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut reply = [0; 7];
+        stream.read_exact(&mut reply).await.is_ok() && &reply == b"+PONG\r\n"
+    }
+
+    /// SIGKILL: Redis ends at once, keeping only what it had written.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    async fn restart(&mut self) {
+        self.spawn(&redis_binary().unwrap()).await;
+    }
+}
+
+fn redis_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A relay on `redis`.
+async fn node(redis: &RedisServer) -> TestRelay {
+    TestRelay::start(Config { redis: Some(redis.url()), rate: unlimited(), ..Config::default() })
+        .await
+}
+
+/// The welcome's epoch and latest seq.
+async fn welcome(client: &mut Client) -> (String, u64) {
+    match next_v1(client).await {
+        ServerFrame::Welcome { epoch, latest_seq, .. } => (epoch, latest_seq),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+}
+
+/// What the relay answered to one message.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Acked { seq: u64, duplicate: bool },
+    Unavailable,
+}
+
+/// Sends message `id` and reads until its ack or its refusal, skipping everything else.
+async fn post(client: &mut Client, id: &str) -> Answer {
+    send_v1(client, &message(id, id)).await;
+    loop {
+        match next_v1(client).await {
+            ServerFrame::Ack { id: acked, seq, duplicate, .. } if acked == id => {
+                return Answer::Acked { seq, duplicate }
+            }
+            ServerFrame::Error { error, id: Some(refused), .. } if refused == id => {
+                assert_eq!(error.code, ErrorCode::Unavailable);
+                return Answer::Unavailable;
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Reads live messages until `count` have come; returns them.
+async fn messages(client: &mut Client, count: usize) -> Vec<StoredMessage> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        if let ServerFrame::Message { message, .. } = next_v1(client).await {
+            got.push(message);
+        }
+    }
+    got
+}
+
+/// The status line's code of a GET.
+async fn status(address: SocketAddr, path: &str) -> u16 {
+    let response = http_get(address, path).await;
+    response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+/// Waits until `/healthz` answers `code`.
+async fn health_becomes(address: SocketAddr, code: u16) {
+    tokio::time::timeout(PATIENCE, async {
+        while status(address, "/healthz").await != code {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("/healthz never answered {code}"));
+}
+
+/// A tutorial client and a v1 client on node A, a v1 sender and a v1 reader on node B, all in
+/// the lobby: both v1 readers see the same messages in the same order, numbered 1 to 40 once
+/// each, and the tutorial client gets every message from B once and never its own back.
+#[tokio::test]
+async fn clients_on_two_nodes_chat_in_one_order() {
+    let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut tutorial = a.connect().await;
+    let mut reader_a = a.connect_v1().await;
+    let mut sender_b = b.connect_v1().await;
+    let mut reader_b = b.connect_v1().await;
+    for client in [&mut reader_a, &mut sender_b, &mut reader_b] {
+        welcome(client).await;
+    }
+    for n in 0..20 {
+        send(&mut tutorial, &chat("tutor", &format!("t{n}"))).await;
+        let answer = post(&mut sender_b, &format!("b{n}")).await;
+        assert!(matches!(answer, Answer::Acked { duplicate: false, .. }), "{answer:?}");
+    }
+    let on_a = messages(&mut reader_a, 40).await;
+    let on_b = messages(&mut reader_b, 40).await;
+    let order = |got: &[StoredMessage]| {
+        got.iter().map(|message| (message.seq, message.content.clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(order(&on_a), order(&on_b), "one order on both nodes");
+    assert_eq!(
+        on_a.iter().map(|message| message.seq).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    let contents: HashSet<_> = on_a.iter().map(|message| message.content.clone()).collect();
+    assert_eq!(contents.len(), 40, "each message once");
+    let mut from_b = Vec::new();
+    while from_b.len() < 20 {
+        let got = next_chat(&mut tutorial).await;
+        assert!(got.content.starts_with('b'), "never its own: {got:?}");
+        from_b.push(got.content);
+    }
+    assert_eq!(from_b, (0..20).map(|n| format!("b{n}")).collect::<Vec<_>>());
+}
+
+/// A v1 client on node A reads a few messages, goes away, and comes back on node B after more
+/// were sent there: the history after its last seq is exactly what it missed, complete.
+#[tokio::test]
+async fn a_client_resumes_exactly_on_the_other_node() {
+    let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut sender = b.connect_v1().await;
+    welcome(&mut sender).await;
+    let mut reader = a.connect_v1().await;
+    let (epoch, _) = welcome(&mut reader).await;
+    for n in 1..=5 {
+        assert_eq!(
+            post(&mut sender, &format!("m{n}")).await,
+            Answer::Acked { seq: n, duplicate: false }
+        );
+    }
+    let seen = messages(&mut reader, 5).await;
+    let last_seen = seen.last().unwrap().seq;
+    drop(reader);
+    for n in 6..=9 {
+        assert_eq!(
+            post(&mut sender, &format!("m{n}")).await,
+            Answer::Acked { seq: n, duplicate: false }
+        );
+    }
+    let mut back = b.connect_v1().await;
+    let (epoch_b, latest) = welcome(&mut back).await;
+    assert_eq!((epoch_b, latest), (epoch, 9), "the same room on both nodes");
+    let (missed, complete) = history(&mut back, 1, last_seen).await;
+    assert!(complete);
+    let missed: Vec<_> = missed.iter().map(|message| (message.seq, message.id.as_str())).collect();
+    assert_eq!(missed, [(6, "m6"), (7, "m7"), (8, "m8"), (9, "m9")]);
+    // A re-send on the other node is recognised: acked as the same message, not stored again.
+    assert_eq!(post(&mut back, "m7").await, Answer::Acked { seq: 7, duplicate: true });
+}
+
+/// Sends `ids` one after another, each until it is acked (re-sending while Redis refuses, as the
+/// app's outbox does); before the `kill_at`-th, Redis is killed and started again. Returns each id's
+/// seq, and how many sends were refused meanwhile.
+async fn stream_through(
+    client: &mut Client,
+    redis: &mut RedisServer,
+    kill_at: usize,
+    relay: SocketAddr,
+) -> (Vec<(String, u64)>, usize) {
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for n in 0..40 {
+        if n == kill_at {
+            redis.kill().await;
+            // Down: sends are refused, /healthz says so.
+            health_becomes(relay, 503).await;
+            assert_eq!(post(client, &format!("m{n}")).await, Answer::Unavailable);
+            refused += 1;
+            redis.restart().await;
+            health_becomes(relay, 200).await;
+        }
+        let id = format!("m{n}");
+        let seq = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match post(client, &id).await {
+                    Answer::Acked { seq, .. } => return seq,
+                    Answer::Unavailable => {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("never acked after redis came back");
+        acked.push((id, seq));
+    }
+    (acked, refused)
+}
+
+/// Redis killed with SIGKILL in the middle of a stream of messages, with `appendonly yes` and
+/// `appendfsync always`, then started again: meanwhile sends are refused with `unavailable` and
+/// `/healthz` answers 503; afterwards every acked message is there exactly once, seqs 1 to 40
+/// without a gap, in the same epoch, on the other node too.
+#[tokio::test]
+async fn with_aof_always_a_redis_crash_loses_nothing_acked() {
+    let Some(mut redis) = RedisServer::start(Persistence::Always).await else { return };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut client = a.connect_v1().await;
+    let (epoch, _) = welcome(&mut client).await;
+    let (acked, refused) = stream_through(&mut client, &mut redis, 17, a.address).await;
+    assert!(refused >= 1);
+    let seqs: Vec<u64> = acked.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>(), "contiguous, each once");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), close_code(&mut client)).await.is_err(),
+        "the client stays: same epoch"
+    );
+    let mut check = b.connect_v1().await;
+    let (epoch_after, latest) = welcome(&mut check).await;
+    assert_eq!((epoch_after.as_str(), latest), (epoch.as_str(), 40));
+    let (stored, complete) = history(&mut check, 1, 0).await;
+    assert!(complete);
+    let stored: Vec<_> = stored.into_iter().map(|message| (message.id, message.seq)).collect();
+    assert_eq!(stored, acked);
+}
+
+/// With persistence off, a Redis restart loses the rooms: a new epoch starts, v1 clients are
+/// closed with 1012 and are welcomed in the new epoch when they come back, numbering from 1.
+#[tokio::test]
+async fn without_persistence_a_redis_restart_starts_a_new_epoch() {
+    let Some(mut redis) = RedisServer::start(Persistence::Off).await else { return };
+    let a = node(&redis).await;
+    let mut client = a.connect_v1().await;
+    let (epoch, _) = welcome(&mut client).await;
+    for n in 1..=3 {
+        assert_eq!(
+            post(&mut client, &format!("m{n}")).await,
+            Answer::Acked { seq: n, duplicate: false }
+        );
+    }
+    redis.kill().await;
+    redis.restart().await;
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Restart));
+    let mut again = a.connect_v1().await;
+    let (new_epoch, latest) = welcome(&mut again).await;
+    assert_ne!(new_epoch, epoch);
+    assert_eq!(latest, 0);
+    assert_eq!(post(&mut again, "m1").await, Answer::Acked { seq: 1, duplicate: false });
+}
+
+/// Redis stopped: `/healthz` answers 503, sends are refused with `unavailable` and nothing is
+/// acked; Redis back: `/healthz` answers 200 and the same sends go through, after what was acked
+/// before.
+#[tokio::test]
+async fn while_redis_is_down_sends_are_refused_and_go_through_after() {
+    let Some(mut redis) = RedisServer::start(Persistence::Always).await else { return };
+    let a = node(&redis).await;
+    assert_eq!(status(a.address, "/healthz").await, 200);
+    let mut client = a.connect_v1().await;
+    welcome(&mut client).await;
+    assert_eq!(post(&mut client, "before").await, Answer::Acked { seq: 1, duplicate: false });
+    redis.kill().await;
+    health_becomes(a.address, 503).await;
+    assert_eq!(metric(&a, "wschat_redis_up").await, 0.0);
+    for id in ["x1", "x2"] {
+        assert_eq!(post(&mut client, id).await, Answer::Unavailable);
+    }
+    redis.restart().await;
+    health_becomes(a.address, 200).await;
+    assert_eq!(metric(&a, "wschat_redis_up").await, 1.0);
+    for (id, seq) in [("x1", 2), ("x2", 3)] {
+        assert_eq!(post(&mut client, id).await, Answer::Acked { seq, duplicate: false });
+    }
+    let (stored, _) = history(&mut client, 1, 0).await;
+    let ids: Vec<_> = stored.iter().map(|message| message.id.as_str()).collect();
+    assert_eq!(ids, ["before", "x1", "x2"]);
+}
