@@ -92,6 +92,13 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 ";
 
+/// Ends an epoch whose seqs went back: deletes the room's epoch (KEYS[1]) if it is still ARGV[1],
+/// so that the next [`OPEN`] starts a new one.
+const END_EPOCH: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// A room's keys.
 struct Keys {
     epoch: String,
@@ -155,6 +162,7 @@ pub struct Cluster {
     node: String,
     append: Script,
     open: Script,
+    end_epoch: Script,
     history_limit: usize,
     /// Whether Redis answered lately.
     up: AtomicBool,
@@ -187,6 +195,7 @@ impl Cluster {
             node: uuid::Uuid::new_v4().to_string(),
             append: Script::new(APPEND),
             open: Script::new(OPEN),
+            end_epoch: Script::new(END_EPOCH),
             history_limit,
             up: AtomicBool::new(true),
             metrics,
@@ -346,6 +355,7 @@ impl Cluster {
         let Some(name) = room.upgrade().map(|room| room.name().to_owned()) else { return };
         let keys = Keys::of(&name);
         let mut connection: Option<MultiplexedConnection> = None;
+        let mut check_first = false;
         loop {
             let Some(open) = room.upgrade().filter(|room| !room.is_retired()) else { return };
             if self.stop.is_cancelled() {
@@ -368,6 +378,10 @@ impl Cluster {
                     }
                 }
             };
+            if std::mem::take(&mut check_first) {
+                // After a failed read (Redis may have restarted), before reading on.
+                self.check(conn, &keys, &open).await;
+            }
             let (epoch, after) = open.position();
             drop(open);
             let read: Result<Option<StreamReadReply>, RedisError> = redis::cmd("XREAD")
@@ -397,25 +411,41 @@ impl Cluster {
                         }
                     }
                 }
-                Ok(None) => {
-                    // Quiet: has Redis lost the room meanwhile?
-                    let current: Result<(Option<String>, bool), RedisError> =
-                        redis::pipe().get(&keys.epoch).exists(&keys.seq).query_async(conn).await;
-                    self.answered(&current);
-                    if let Ok((current, seq_kept)) = current {
-                        if current.as_deref() != Some(epoch.as_str()) || !seq_kept {
-                            self.reload(&open).await;
-                        }
-                    }
-                }
+                // Quiet: has Redis lost the room meanwhile?
+                Ok(None) => self.check(conn, &keys, &open).await,
                 Err(error) => {
                     tracing::debug!(%error, room = %name, "reading a room's stream failed");
                     connection = None;
+                    check_first = true;
                     drop(open);
                     self.pause().await;
                 }
             }
         }
+    }
+
+    /// Looks whether Redis still holds `room` as this node serves it, and reloads it if not: its
+    /// epoch is gone or another, or its seq went back (Redis restarted from a file that missed
+    /// the last writes, e.g. `appendfsync everysec`). Seqs this node's clients saw would then be
+    /// given out again in the same epoch, so that epoch ends: a new one starts.
+    async fn check(&self, conn: &mut MultiplexedConnection, keys: &Keys, room: &Arc<Room>) {
+        let (epoch, latest) = room.position();
+        let current: Result<(Option<String>, Option<u64>), RedisError> =
+            redis::pipe().get(&keys.epoch).get(&keys.seq).query_async(conn).await;
+        self.answered(&current);
+        let Ok((current, seq)) = current else { return };
+        if current.as_deref() == Some(epoch.as_str()) && seq.is_some_and(|seq| seq >= latest) {
+            return;
+        }
+        if current.as_deref() == Some(epoch.as_str()) {
+            let ended: Result<i64, RedisError> =
+                self.end_epoch.key(&keys.epoch).arg(&epoch).invoke_async(conn).await;
+            self.answered(&ended);
+            if ended.is_err() {
+                return;
+            }
+        }
+        self.reload(room).await;
     }
 
     /// Reads `room` again from Redis and starts it over from there (see `Room::reload`).

@@ -94,6 +94,18 @@ impl RedisServer {
         stream.read_exact(&mut reply).await.is_ok() && &reply == b"+PONG\r\n"
     }
 
+    /// Runs one command (its answer unread), as an operator or a fault would.
+    async fn command(&self, args: &[&str]) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await.unwrap();
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut reply = [0; 1];
+        stream.read_exact(&mut reply).await.unwrap();
+    }
+
     /// SIGKILL: Redis ends at once, keeping only what it had written.
     async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -375,4 +387,27 @@ async fn while_redis_is_down_sends_are_refused_and_go_through_after() {
     let (stored, _) = history(&mut client, 1, 0).await;
     let ids: Vec<_> = stored.iter().map(|message| message.id.as_str()).collect();
     assert_eq!(ids, ["before", "x1", "x2"]);
+}
+
+/// Redis goes back in time (as after a crash with `appendfsync everysec`, played here by setting
+/// the room's seq back): the seqs clients saw would be given out again, so the relay ends that
+/// epoch; v1 clients are closed with 1012 and come back to a new epoch, numbering from 1.
+#[tokio::test]
+async fn seqs_going_back_in_redis_end_the_epoch() {
+    let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
+    let a = node(&redis).await;
+    let mut client = a.connect_v1().await;
+    let (epoch, _) = welcome(&mut client).await;
+    for n in 1..=3 {
+        assert_eq!(
+            post(&mut client, &format!("m{n}")).await,
+            Answer::Acked { seq: n, duplicate: false }
+        );
+    }
+    redis.command(&["SET", "wschat:{lobby}:seq", "1"]).await;
+    assert_eq!(close_code(&mut client).await, Some(CloseCode::Restart));
+    let mut again = a.connect_v1().await;
+    let (new_epoch, latest) = welcome(&mut again).await;
+    assert_ne!(new_epoch, epoch);
+    assert_eq!(latest, 0);
 }
