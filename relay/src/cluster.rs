@@ -23,6 +23,7 @@
 //! it on reconnecting, as after a restart without `--data-dir`. A tail that fell further behind
 //! than the stream keeps does the same (its clients then get `complete: false`).
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -36,6 +37,7 @@ use wschat_protocol::v1::StoredMessage;
 use crate::history::{History, Posted};
 use crate::metrics::Metrics;
 use crate::room::{ClientId, Room};
+use crate::rooms::Rooms;
 
 /// How long a message id is remembered, as `crate::dedupe` does on one node: an app re-sends its
 /// outbox within seconds of reconnecting.
@@ -58,6 +60,13 @@ const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The pause after a failed read before the tail tries again.
 const RETRY: Duration = Duration::from_millis(200);
+
+/// How often a node writes the names of its members in each open room, and reads the others'.
+const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a name written by a node stays without being written again: the members of a node
+/// that died disappear from the other nodes' presence within this (plus an interval).
+const PRESENCE_TTL: Duration = Duration::from_secs(5);
 
 /// The stream keeps at least this many entries, whatever the history limit: a node's tail that
 /// is that far behind has to reload the room.
@@ -118,6 +127,11 @@ impl Keys {
 
     /// The key remembering one message id, per epoch (an id from an older epoch says nothing
     /// about this one); the sender's length first, so that sender and id cannot be confused.
+    /// The room's presence: a sorted set of `<node>\n<name>`, scored by when it expires.
+    fn presence(room: &str) -> String {
+        format!("wschat:{{{room}}}:presence")
+    }
+
     fn id(room: &str, epoch: &str, sender: &str, id: &str) -> String {
         format!("wschat:{{{room}}}:id:{epoch}:{}:{sender}:{id}", sender.len())
     }
@@ -290,6 +304,66 @@ impl Cluster {
             },
             [kind, _] if kind == "epoch" => Err(AppendError::EpochChanged),
             other => Err(AppendError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Shares presence with the other nodes until the relay stops: every [`PRESENCE_INTERVAL`],
+    /// in one pipeline for all the rooms open here, writes the names of this node's members
+    /// (expiring after [`PRESENCE_TTL`]), removes those that left, and reads everyone's.
+    pub fn share_presence(self: &Arc<Self>, rooms: Arc<Rooms>) {
+        let cluster = Arc::clone(self);
+        tokio::spawn(async move { cluster.run_presence(&rooms).await });
+    }
+
+    async fn run_presence(&self, rooms: &Rooms) {
+        let mut commands = self.commands.clone();
+        let prefix = format!("{}\n", self.node);
+        // What this node wrote last, per room: names no longer here are removed at once.
+        let mut written: HashMap<String, BTreeSet<String>> = HashMap::new();
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(PRESENCE_INTERVAL) => {}
+            }
+            let now = now_ms();
+            let expires = now + PRESENCE_TTL.as_millis() as u64;
+            let open = rooms.open_rooms();
+            let mut pipe = redis::pipe();
+            let mut here_now = HashMap::new();
+            for room in &open {
+                let key = Keys::presence(room.name());
+                let here = room.names_here();
+                pipe.cmd("ZREMRANGEBYSCORE").arg(&key).arg("-inf").arg(now).ignore();
+                let left: Vec<String> = written
+                    .get(room.name())
+                    .into_iter()
+                    .flatten()
+                    .filter(|name| !here.contains(*name))
+                    .map(|name| format!("{prefix}{name}"))
+                    .collect();
+                if !left.is_empty() {
+                    pipe.cmd("ZREM").arg(&key).arg(left).ignore();
+                }
+                for name in &here {
+                    pipe.cmd("ZADD").arg(&key).arg(expires).arg(format!("{prefix}{name}")).ignore();
+                }
+                pipe.cmd("PEXPIRE").arg(&key).arg(PRESENCE_TTL.as_millis() as u64).ignore();
+                pipe.cmd("ZRANGE").arg(&key).arg(0).arg(-1);
+                here_now.insert(room.name().to_owned(), here);
+            }
+            let everyone: Result<Vec<Vec<String>>, RedisError> =
+                pipe.query_async(&mut commands).await;
+            self.answered(&everyone);
+            let Ok(everyone) = everyone else { continue };
+            for (room, members) in open.iter().zip(everyone) {
+                let elsewhere = members
+                    .iter()
+                    .filter(|member| !member.starts_with(&prefix))
+                    .filter_map(|member| Some(member.split_once('\n')?.1.to_owned()))
+                    .collect();
+                room.set_names_elsewhere(elsewhere);
+            }
+            written = here_now;
         }
     }
 
@@ -495,4 +569,11 @@ fn entry_message(entry: &StreamId, epoch: &str) -> Option<(StoredMessage, Sender
     };
     let sender = Sender { node: text("node")?, client: entry.get("client")? };
     Some((message, sender))
+}
+
+/// Milliseconds since the Unix epoch, by this node's clock (presence expiry: nodes' clocks must
+/// agree within a second or so).
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }

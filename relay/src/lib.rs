@@ -317,6 +317,7 @@ pub async fn run(
         Arc::new(Rooms::new(core, lobby, reader, config.rooms.max_rooms, config.history_limit));
     if let Some(cluster) = &cluster {
         cluster.tail(rooms.lobby());
+        cluster.share_presence(Arc::clone(&rooms));
     }
     let committer = store
         .map(|store| Committer::start(Arc::clone(&rooms), store, Arc::clone(&metrics)))

@@ -473,6 +473,22 @@ impl Room {
         }
     }
 
+    /// With `--redis`: the names of this relay's members, for the others.
+    #[must_use]
+    pub fn names_here(&self) -> std::collections::BTreeSet<String> {
+        self.lock().presence.names_here()
+    }
+
+    /// With `--redis`: the names in the room on other relays are `names` now; the v1 members
+    /// are told if that changes who is in the room.
+    pub fn set_names_elsewhere(&self, names: std::collections::BTreeSet<String>) {
+        let mut state = self.lock();
+        if state.presence.set_elsewhere(names) {
+            state.presence_changed = true;
+            self.settle(&mut state);
+        }
+    }
+
     /// With `--redis`: the room's epoch and latest seq here, where its tail goes on from.
     #[must_use]
     pub fn position(&self) -> (String, u64) {

@@ -438,3 +438,37 @@ async fn seqs_going_back_in_redis_end_the_epoch() {
     assert_ne!(new_epoch, epoch);
     assert_eq!(latest, 0);
 }
+
+/// Reads until a presence frame lists exactly `names`.
+async fn presence_becomes(client: &mut Client, names: &[&str]) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let ServerFrame::Presence { names: got, count, .. } = next_v1_any(client).await {
+                if got == names && count == names.len() as u64 {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("presence never became {names:?}"));
+}
+
+/// Ada on node A (a process of its own) and Bob on node B, in the lobby: each sees both names
+/// (within a couple of seconds); when node A is killed with SIGKILL, so that nobody tells, Bob
+/// sees Ada gone within the names' expiry.
+#[tokio::test]
+async fn presence_spans_the_nodes_and_a_dead_node_s_members_go() {
+    let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
+    let url = redis.url();
+    let a = RelayProcess::start(&[std::ffi::OsStr::new("--redis"), url.as_ref()]).await;
+    let b = node(&redis).await;
+    let mut ada = connect_v1_to(a.address, "/ws?name=ada").await;
+    let mut bob = connect_v1_to(b.address, "/ws?name=bob").await;
+    presence_becomes(&mut ada, &["ada", "bob"]).await;
+    presence_becomes(&mut bob, &["ada", "bob"]).await;
+    a.kill().await;
+    let killed = std::time::Instant::now();
+    presence_becomes(&mut bob, &["bob"]).await;
+    assert!(killed.elapsed() < Duration::from_secs(10), "gone within the expiry");
+}
