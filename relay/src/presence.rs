@@ -118,4 +118,20 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    /// With `--redis`: names on other relays join the frame, each name once however many relays
+    /// have it, and a change elsewhere is a change only when the names differ.
+    #[test]
+    fn names_elsewhere_join_the_frame_once() {
+        let mut presence = Presence::default();
+        presence.add(&Arc::from("bob"));
+        let elsewhere = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
+        assert!(presence.set_elsewhere(elsewhere(&["ada", "bob"])));
+        assert!(!presence.set_elsewhere(elsewhere(&["ada", "bob"])), "nothing new");
+        assert_eq!(names(&presence), ["ada", "bob"]);
+        assert!(matches!(presence.frame("r"), ServerFrame::Presence { count: 2, .. }));
+        assert_eq!(presence.names_here().into_iter().collect::<Vec<_>>(), ["bob"]);
+        assert!(presence.set_elsewhere(BTreeSet::new()));
+        assert_eq!(names(&presence), ["bob"]);
+    }
 }

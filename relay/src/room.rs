@@ -1287,4 +1287,39 @@ mod tests {
         let other_epoch = greeted(Some(Position { epoch: "older".into(), seq: 2 }));
         assert_eq!(history_seqs(&other_epoch), [1, 2, 3]);
     }
+
+    /// With `--redis`: a message read from the room's stream reaches every member in its
+    /// protocol but its sender on this relay (acked already), goes into the history, and is
+    /// refused (nothing done) when it does not follow the latest seq.
+    #[test]
+    fn a_stored_message_reaches_everyone_but_its_sender_in_order() {
+        let room = room(ROOMY);
+        let sender = join(&room, Mode::V1);
+        let reader = join(&room, Mode::V1);
+        let tutorial = join(&room, Mode::Tutorial);
+        frames(&sender);
+        frames(&reader);
+        let stored = |seq: u64, id: &str| posted(id, id).numbered(seq, 0);
+        assert!(room.relay_stored(stored(1, "m1"), Some(sender.id)));
+        assert!(room.relay_stored(stored(2, "m2"), None), "from another relay");
+        assert!(!room.relay_stored(stored(4, "m4"), None), "a gap");
+        assert_eq!(seqs(&frames(&sender)), [(2, "m2".into())]);
+        assert_eq!(seqs(&frames(&reader)), [(1, "m1".into()), (2, "m2".into())]);
+        assert_eq!(tutorial.outbound.take_now(), [tutorial_text("m1"), tutorial_text("m2")]);
+        assert_eq!(room.position(), ("epoch".into(), 2));
+    }
+
+    /// With `--redis`: a room that moved on in Redis without this relay starts over from what
+    /// Redis holds; v1 members are closed with 1012 to resync, tutorial members stay.
+    #[test]
+    fn a_reloaded_room_closes_v1_members_and_goes_on_from_redis() {
+        let room = room(ROOMY);
+        let v1 = join(&room, Mode::V1);
+        let tutorial = join(&room, Mode::Tutorial);
+        room.reload(History::new("second".into(), 100));
+        assert_eq!(v1.outbound.close_reason().and_then(Close::code), Some(1012));
+        assert_eq!(tutorial.outbound.close_reason(), None);
+        assert_eq!(room.position(), ("second".into(), 0));
+        assert_eq!(room.len(), 1);
+    }
 }
