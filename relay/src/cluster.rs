@@ -351,6 +351,17 @@ impl Cluster {
                 pipe.cmd("ZRANGE").arg(&key).arg(0).arg(-1);
                 here_now.insert(room.name().to_owned(), here);
             }
+            // Rooms closed here since (their last member left): their names go at once too.
+            for (closed, names) in &written {
+                if here_now.contains_key(closed) {
+                    continue;
+                }
+                let gone: Vec<String> =
+                    names.iter().map(|name| format!("{prefix}{name}")).collect();
+                if !gone.is_empty() {
+                    pipe.cmd("ZREM").arg(Keys::presence(closed)).arg(gone).ignore();
+                }
+            }
             let everyone: Result<Vec<Vec<String>>, RedisError> =
                 pipe.query_async(&mut commands).await;
             self.answered(&everyone);

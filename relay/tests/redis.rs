@@ -18,7 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wschat_protocol::v1::{ServerFrame, StoredMessage};
+use wschat_protocol::rooms::LOBBY;
+use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage};
 use wschat_protocol::ErrorCode;
 use wschat_relay::Config;
 
@@ -439,12 +440,18 @@ async fn seqs_going_back_in_redis_end_the_epoch() {
     assert_eq!(latest, 0);
 }
 
-/// Reads until a presence frame lists exactly `names`.
+/// Reads until a presence frame of the lobby lists exactly `names`.
 async fn presence_becomes(client: &mut Client, names: &[&str]) {
+    presence_in_becomes(client, LOBBY, names).await;
+}
+
+/// Reads until a presence frame of `room` lists exactly `names`.
+async fn presence_in_becomes(client: &mut Client, room: &str, names: &[&str]) {
     tokio::time::timeout(PATIENCE, async {
         loop {
-            if let ServerFrame::Presence { names: got, count, .. } = next_v1_any(client).await {
-                if got == names && count == names.len() as u64 {
+            let frame = next_v1_any(client).await;
+            if let ServerFrame::Presence { room: of, names: got, count } = frame {
+                if of == room && got == names && count == names.len() as u64 {
                     return;
                 }
             }
@@ -471,4 +478,22 @@ async fn presence_spans_the_nodes_and_a_dead_node_s_members_go() {
     let killed = std::time::Instant::now();
     presence_becomes(&mut bob, &["bob"]).await;
     assert!(killed.elapsed() < Duration::from_secs(10), "gone within the expiry");
+}
+
+/// Ada on node A and Bob on node B in room "team": when Ada leaves it (and the room closes on
+/// A, its last member gone), Bob sees her go at once, not after the names' expiry.
+#[tokio::test]
+async fn leaving_a_room_shows_on_the_other_node_at_once() {
+    let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut ada = connect_v1_to(a.address, "/ws?name=ada").await;
+    let mut bob = connect_v1_to(b.address, "/ws?name=bob").await;
+    for client in [&mut ada, &mut bob] {
+        send_v1(client, &ClientFrame::Join { room: "team".into(), after: None }).await;
+    }
+    presence_in_becomes(&mut bob, "team", &["ada", "bob"]).await;
+    send_v1(&mut ada, &ClientFrame::Leave { room: "team".into() }).await;
+    let left = std::time::Instant::now();
+    presence_in_becomes(&mut bob, "team", &["bob"]).await;
+    assert!(left.elapsed() < Duration::from_secs(4), "before the expiry (5 s)");
 }
