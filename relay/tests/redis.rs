@@ -3,8 +3,11 @@
 //! one order, resume on another node exactly, and nothing acked is lost when Redis is killed or
 //! stopped.
 //!
-//! When `redis-server` cannot be found the tests say SKIPPED and return, unless
-//! `WSCHAT_REQUIRE_REDIS` is set (`cargo xtask test` installs it and sets it), where they fail.
+//! A client of a relay killed with SIGKILL reconnects through a real HAProxy (health-checked
+//! on `/healthz`) to another and resumes exactly.
+//!
+//! When `redis-server` (or `haproxy`) cannot be found the tests say SKIPPED and return, unless
+//! `WSCHAT_REQUIRE_REDIS` is set (`cargo xtask test` installs both and sets it), where they fail.
 
 mod common;
 
@@ -122,10 +125,15 @@ impl RedisServer {
 }
 
 fn redis_binary() -> Option<PathBuf> {
+    installed("redis-server")
+}
+
+/// Where the command `name` is installed, if it is.
+fn installed(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("redis-server"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
 
@@ -496,4 +504,130 @@ async fn leaving_a_room_shows_on_the_other_node_at_once() {
     let left = std::time::Instant::now();
     presence_in_becomes(&mut bob, "team", &["bob"]).await;
     assert!(left.elapsed() < Duration::from_secs(4), "before the expiry (5 s)");
+}
+
+/// An HAProxy of this test's own in front of `relays`: `balance first`, so that every client
+/// goes to the first relay while it is up (the test knows which one it is on), health-checked on
+/// `/healthz` every 200 ms. `None` (SKIPPED) when `haproxy` is not installed.
+struct LoadBalancer {
+    address: SocketAddr,
+    _dir: tempfile::TempDir,
+    _child: Child,
+}
+
+impl LoadBalancer {
+    async fn start(relays: &[SocketAddr]) -> Option<Self> {
+        let Some(binary) = installed("haproxy") else {
+            assert!(
+                std::env::var_os("WSCHAT_REQUIRE_REDIS").is_none(),
+                "haproxy not found, and WSCHAT_REQUIRE_REDIS is set"
+            );
+            eprintln!("SKIPPED: haproxy not found (apt-get install haproxy)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = format!(
+            "defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  \
+             timeout server 30s\n  timeout tunnel 1h\n  retries 3\n  option redispatch\n\
+             frontend chat\n  bind 127.0.0.1:{port}\n  default_backend relays\n\
+             backend relays\n  balance first\n  option httpchk GET /healthz\n"
+        );
+        for (n, relay) in relays.iter().enumerate() {
+            config
+                .push_str(&format!("  server relay{n} {relay} check inter 200ms fall 1 rise 1\n"));
+        }
+        let file = dir.path().join("haproxy.cfg");
+        std::fs::write(&file, config).unwrap();
+        let child = Command::new(binary)
+            .arg("-f")
+            .arg(&file)
+            .arg("-db")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let address: SocketAddr = ([127, 0, 0, 1], port).into();
+        tokio::time::timeout(PATIENCE, async {
+            while status_or_nothing(address).await != Some(200) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("haproxy did not start");
+        Some(Self { address, _dir: dir, _child: child })
+    }
+}
+
+/// `/healthz`'s status through `address`, or `None` when nothing answers there.
+async fn status_or_nothing(address: SocketAddr) -> Option<u16> {
+    let mut stream = TcpStream::connect(address).await.ok()?;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A client reaches node A through HAProxy and reads five messages; node A is killed with
+/// SIGKILL while five more are sent on node B; the client reconnects through HAProxy, lands on B
+/// and resumes exactly: the five it missed, complete, none twice, none lost.
+#[tokio::test]
+async fn through_a_load_balancer_a_client_of_a_killed_node_resumes_on_another() {
+    let Some(redis) = RedisServer::start(Persistence::Always).await else { return };
+    let url = redis.url();
+    let a = RelayProcess::start(&[std::ffi::OsStr::new("--redis"), url.as_ref()]).await;
+    let b = node(&redis).await;
+    let Some(balancer) = LoadBalancer::start(&[a.address, b.address]).await else { return };
+    let mut client = connect_v1_at(balancer.address).await;
+    let (epoch, _) = welcome(&mut client).await;
+    let mut sender = b.connect_v1().await;
+    welcome(&mut sender).await;
+    for n in 1..=5 {
+        assert_eq!(
+            post(&mut sender, &format!("m{n}")).await,
+            Answer::Acked { seq: n, duplicate: false }
+        );
+    }
+    let seen = messages(&mut client, 5).await;
+    assert_eq!(seen.iter().map(|message| message.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    a.kill().await;
+    let killed = std::time::Instant::now();
+    for n in 6..=10 {
+        assert_eq!(
+            post(&mut sender, &format!("m{n}")).await,
+            Answer::Acked { seq: n, duplicate: false }
+        );
+    }
+    assert_eq!(close_code(&mut client).await, None, "node A died without a word");
+    let mut back = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let url = format!("ws://{}/ws", balancer.address);
+            let mut request =
+                tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+                    .unwrap();
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                wschat_protocol::v1::SUBPROTOCOL.parse().unwrap(),
+            );
+            if let Ok((client, _)) = tokio_tungstenite::connect_async(request).await {
+                return client;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("never reconnected through the load balancer");
+    let (epoch_back, latest) = welcome(&mut back).await;
+    assert_eq!((epoch_back.as_str(), latest), (epoch.as_str(), 10));
+    let (missed, complete) = history(&mut back, 1, 5).await;
+    let resumed_in = killed.elapsed();
+    assert!(complete);
+    let missed: Vec<_> = missed.iter().map(|message| (message.seq, message.id.as_str())).collect();
+    assert_eq!(missed, [(6, "m6"), (7, "m7"), (8, "m8"), (9, "m9"), (10, "m10")]);
+    eprintln!(
+        "resumed on node B {} ms after node A was killed: 0 lost, 0 twice",
+        resumed_in.as_millis()
+    );
 }

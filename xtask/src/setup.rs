@@ -13,9 +13,11 @@ use crate::process::{cargo, output_of, run};
 const TRUNK_VERSION: &str = "0.21.14";
 /// The last geckodriver verified with the Firefox ESR here.
 const GECKODRIVER_VERSION: &str = "0.37.1";
-/// Debian's packages for the browser tests, and `redis-server` for the relay's tests on Redis
-/// (`relay/tests/redis.rs` starts its own servers; the package's system service is not used).
-const TEST_PACKAGES: [&str; 4] = ["chromium", "chromium-driver", "firefox-esr", "redis-server"];
+/// Debian's packages for the browser tests, and `redis-server` and `haproxy` for the relay's
+/// tests on Redis (`relay/tests/redis.rs` starts its own, on free ports with their own files;
+/// the packages' system services are not used).
+const TEST_PACKAGES: [&str; 5] =
+    ["chromium", "chromium-driver", "firefox-esr", "redis-server", "haproxy"];
 
 /// What a command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +40,7 @@ pub fn ensure(toolset: Toolset) -> anyhow::Result<()> {
     let tools = ensure_build_tools(toolset);
     if let Some(browsers) = browsers {
         browsers.join().map_err(|_| anyhow::anyhow!("the apt-get thread panicked"))??;
-        // Installed now: the Redis tests must run, never skip.
+        // Installed now: the Redis (and HAProxy) tests must run, never skip.
         std::env::set_var("WSCHAT_REQUIRE_REDIS", "1");
     }
     tools?;
