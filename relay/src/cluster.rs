@@ -11,8 +11,9 @@
 //! appends to the stream and remembers the id. The sender is acked on the script's reply only;
 //! when Redis fails, the message is refused with `unavailable` (the page's outbox keeps it).
 //!
-//! Fan-out: every node tails the stream of each room open on it ([`Cluster::tail`], `XREAD
-//! BLOCK` from the last seq it delivered, on a connection of its own) and that is the only way a
+//! Fan-out: every node tails the streams of the rooms open on it ([`Cluster::tail`]: one `XREAD
+//! BLOCK` naming them all, each from the last seq it delivered, on one connection of its own,
+//! woken with `CLIENT UNBLOCK` when a room opens) and that is the only way a
 //! message reaches members, the writer's node included: every node delivers a room's messages in
 //! the same order, each once. The room's history in memory is what the tail delivered, on top of
 //! what the stream held when the room opened here, so joins and history answers are the
@@ -24,8 +25,8 @@
 //! than the stream keeps does the same (its clients then get `complete: false`).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -177,6 +178,12 @@ pub struct Cluster {
     append: Script,
     open: Script,
     end_epoch: Script,
+    /// The rooms open on this node, whose streams its tail reads.
+    tailed: Mutex<Vec<Weak<Room>>>,
+    /// Whether the tail has started (with the first room).
+    tailing: AtomicBool,
+    /// The tail's connection id in Redis (0: none now), to wake its blocked read.
+    reader_id: AtomicI64,
     history_limit: usize,
     /// Whether Redis answered lately.
     up: AtomicBool,
@@ -210,6 +217,9 @@ impl Cluster {
             append: Script::new(APPEND),
             open: Script::new(OPEN),
             end_epoch: Script::new(END_EPOCH),
+            tailed: Mutex::new(Vec::new()),
+            tailing: AtomicBool::new(false),
+            reader_id: AtomicI64::new(0),
             history_limit,
             up: AtomicBool::new(true),
             metrics,
@@ -429,91 +439,149 @@ impl Cluster {
         }
     }
 
-    /// Starts the tail of `room`, open on this node from `after_seq` on: delivers each new entry
-    /// of its stream to the room's members, until the room closes or the relay stops.
+    /// Adds `room` (open on this node, at its latest seq) to the rooms this node tails: each new
+    /// entry of its stream is delivered to its members from then on, until the room closes.
+    /// The first room starts the node's tail.
     pub fn tail(self: &Arc<Self>, room: &Arc<Room>) {
-        let (cluster, room) = (Arc::clone(self), Arc::downgrade(room));
-        tokio::spawn(async move { cluster.run_tail(room).await });
+        let first = {
+            let mut tailed = self.tailed.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = !self.tailing.swap(true, Ordering::AcqRel);
+            tailed.push(Arc::downgrade(room));
+            first
+        };
+        if first {
+            let cluster = Arc::clone(self);
+            tokio::spawn(async move { cluster.run_tail().await });
+            return;
+        }
+        // The tail may be blocked in a read that does not name this room yet: wake it, so the
+        // room's messages are not held up until that read times out.
+        let reader = self.reader_id.load(Ordering::Acquire);
+        if reader != 0 {
+            let mut commands = self.commands.clone();
+            tokio::spawn(async move {
+                let unblocked: Result<i64, RedisError> = redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(reader)
+                    .query_async(&mut commands)
+                    .await;
+                // Not blocked (or gone): the tail's next read names the room anyway.
+                let _ = unblocked;
+            });
+        }
     }
 
-    async fn run_tail(self: Arc<Self>, room: Weak<Room>) {
-        let Some(name) = room.upgrade().map(|room| room.name().to_owned()) else { return };
-        let keys = Keys::of(&name);
+    /// The rooms tailed now: those still open (closed ones are dropped from the list).
+    fn tailed_rooms(&self) -> Vec<Arc<Room>> {
+        let mut tailed = self.tailed.lock().unwrap_or_else(PoisonError::into_inner);
+        tailed.retain(|room| room.upgrade().is_some_and(|room| !room.is_retired()));
+        tailed.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The node's tail: one connection, one `XREAD BLOCK` naming every room open here, each from
+    /// the latest seq it delivered, so that a node costs Redis one connection whatever its rooms.
+    async fn run_tail(self: Arc<Self>) {
         let mut connection: Option<MultiplexedConnection> = None;
         let mut check_first = false;
         loop {
-            let Some(open) = room.upgrade().filter(|room| !room.is_retired()) else { return };
             if self.stop.is_cancelled() {
                 return;
             }
             let conn = match &mut connection {
                 Some(conn) => conn,
-                None => {
-                    let config = AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-                        .set_response_timeout(Some(RESPONSE_TIMEOUT + TAIL_BLOCK));
-                    match self.client.get_multiplexed_async_connection_with_config(&config).await {
-                        Ok(conn) => connection.insert(conn),
-                        Err(error) => {
-                            self.answered::<(), _>(&Err(error));
-                            drop(open);
-                            self.pause().await;
-                            continue;
-                        }
+                None => match self.reader_connection().await {
+                    Ok((conn, id)) => {
+                        self.reader_id.store(id, Ordering::Release);
+                        connection.insert(conn)
                     }
-                }
+                    Err(error) => {
+                        self.answered::<(), _>(&Err(error));
+                        self.pause().await;
+                        continue;
+                    }
+                },
             };
+            let rooms = self.tailed_rooms();
+            if rooms.is_empty() {
+                self.pause().await;
+                continue;
+            }
             if std::mem::take(&mut check_first) {
                 // After a failed read (Redis may have restarted), before reading on.
-                self.check(conn, &keys, &open).await;
+                for room in &rooms {
+                    self.check(conn, room).await;
+                }
             }
-            let (epoch, after) = open.position();
-            drop(open);
-            let read: Result<Option<StreamReadReply>, RedisError> = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(TAIL_BATCH)
-                .arg("BLOCK")
-                .arg(TAIL_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&keys.stream)
-                .arg(format!("{after}-0"))
-                .query_async(conn)
-                .await;
-            self.answered(&read);
-            let Some(open) = room.upgrade() else { return };
-            match read {
+            let positions: Vec<(String, u64)> = rooms.iter().map(|room| room.position()).collect();
+            let mut read = redis::cmd("XREAD");
+            read.arg("COUNT").arg(TAIL_BATCH).arg("BLOCK").arg(TAIL_BLOCK.as_millis() as u64);
+            read.arg("STREAMS");
+            for room in &rooms {
+                read.arg(Keys::of(room.name()).stream);
+            }
+            for (_, after) in &positions {
+                read.arg(format!("{after}-0"));
+            }
+            let reply: Result<Option<StreamReadReply>, RedisError> = read.query_async(conn).await;
+            self.answered(&reply);
+            match reply {
                 Ok(Some(reply)) => {
-                    let entries = reply.keys.into_iter().flat_map(|key| key.ids);
-                    for entry in entries {
-                        let delivered = entry_message(&entry, &epoch).map(|(message, sender)| {
-                            let mine = (sender.node == self.node).then_some(sender.client);
-                            open.relay_stored(message, mine)
-                        });
-                        if delivered != Some(true) {
-                            // Another epoch, or a gap: the stream moved on without this node.
-                            self.reload(&open).await;
-                            break;
+                    for stream in reply.keys {
+                        let Some(index) = rooms
+                            .iter()
+                            .position(|room| Keys::of(room.name()).stream == stream.key)
+                        else {
+                            continue;
+                        };
+                        let (room, (epoch, _)) = (&rooms[index], &positions[index]);
+                        for entry in stream.ids {
+                            let delivered =
+                                entry_message(&entry, epoch).map(|(message, sender)| {
+                                    let mine = (sender.node == self.node).then_some(sender.client);
+                                    room.relay_stored(message, mine)
+                                });
+                            if delivered != Some(true) {
+                                // Another epoch, or a gap: the stream moved on without this node.
+                                self.reload(room).await;
+                                break;
+                            }
                         }
                     }
                 }
-                // Quiet: has Redis lost the room meanwhile?
-                Ok(None) => self.check(conn, &keys, &open).await,
+                // Quiet for a while (or woken for a new room): has Redis lost a room meanwhile?
+                Ok(None) => {
+                    for room in &rooms {
+                        self.check(conn, room).await;
+                    }
+                }
                 Err(error) => {
-                    tracing::debug!(%error, room = %name, "reading a room's stream failed");
+                    tracing::debug!(%error, "reading the rooms' streams failed");
                     connection = None;
+                    self.reader_id.store(0, Ordering::Release);
                     check_first = true;
-                    drop(open);
                     self.pause().await;
                 }
             }
         }
     }
 
+    /// A connection of its own for the tail's blocking reads (they would hold up every other
+    /// command on a shared one), and its id for `CLIENT UNBLOCK`.
+    async fn reader_connection(&self) -> Result<(MultiplexedConnection, i64), RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT + TAIL_BLOCK));
+        let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
+        Ok((conn, id))
+    }
+
     /// Looks whether Redis still holds `room` as this node serves it, and reloads it if not: its
     /// epoch is gone or another, or its seq went back (Redis restarted from a file that missed
     /// the last writes, e.g. `appendfsync everysec`). Seqs this node's clients saw would then be
     /// given out again in the same epoch, so that epoch ends: a new one starts.
-    async fn check(&self, conn: &mut MultiplexedConnection, keys: &Keys, room: &Arc<Room>) {
+    async fn check(&self, conn: &mut MultiplexedConnection, room: &Arc<Room>) {
+        let keys = Keys::of(room.name());
         let (epoch, latest) = room.position();
         let current: Result<(Option<String>, Option<u64>), RedisError> =
             redis::pipe().get(&keys.epoch).get(&keys.seq).query_async(conn).await;

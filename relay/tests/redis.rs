@@ -631,3 +631,51 @@ async fn through_a_load_balancer_a_client_of_a_killed_node_resumes_on_another() 
         resumed_in.as_millis()
     );
 }
+
+/// Three rooms opened on both nodes (one read of Redis per node serves them all): messages sent
+/// on node B, interleaved across the rooms, reach each room's reader on node A in that room's
+/// order, numbered from 1 in each, and nothing of the other rooms.
+#[tokio::test]
+async fn each_room_keeps_its_own_order_across_nodes() {
+    let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let rooms = ["red", "green", "blue"];
+    let mut readers = Vec::new();
+    for room in rooms {
+        let mut reader = a.connect_v1().await;
+        send_v1(&mut reader, &ClientFrame::Join { room: room.into(), after: None }).await;
+        loop {
+            if let ServerFrame::Joined { .. } = next_v1(&mut reader).await {
+                break;
+            }
+        }
+        readers.push(reader);
+    }
+    let mut sender = b.connect_v1().await;
+    for room in rooms {
+        send_v1(&mut sender, &ClientFrame::Join { room: room.into(), after: None }).await;
+    }
+    for n in 1..=5 {
+        for room in rooms {
+            let id = format!("{room}-{n}");
+            let frame = ClientFrame::Message {
+                room: room.into(),
+                id: id.clone(),
+                source: "bob".into(),
+                content: id.clone(),
+            };
+            send_v1(&mut sender, &frame).await;
+        }
+    }
+    for (room, reader) in rooms.iter().zip(&mut readers) {
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            if let ServerFrame::Message { room: of, message } = next_v1(reader).await {
+                assert_eq!(of, *room, "only its own room's messages");
+                got.push((message.seq, message.id));
+            }
+        }
+        let expected: Vec<_> = (1..=5).map(|n| (n, format!("{room}-{n}"))).collect();
+        assert_eq!(got, expected);
+    }
+}
