@@ -69,6 +69,9 @@ const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
 /// that died disappear from the other nodes' presence within this (plus an interval).
 const PRESENCE_TTL: Duration = Duration::from_secs(5);
 
+/// Typing signals a room's typing stream keeps: they are read within moments or not at all.
+const TYPING_KEPT: usize = 100;
+
 /// The stream keeps at least this many entries, whatever the history limit: a node's tail that
 /// is that far behind has to reload the room.
 const MIN_STREAM: usize = 1000;
@@ -128,6 +131,12 @@ impl Keys {
 
     /// The key remembering one message id, per epoch (an id from an older epoch says nothing
     /// about this one); the sender's length first, so that sender and id cannot be confused.
+    /// The room's typing signals: a short stream of `node` and `name` entries, read by every
+    /// node's tail beside the messages.
+    fn typing(room: &str) -> String {
+        format!("wschat:{{{room}}}:typing")
+    }
+
     /// The room's presence: a sorted set of `<node>\n<name>`, scored by when it expires.
     fn presence(room: &str) -> String {
         format!("wschat:{{{room}}}:presence")
@@ -317,6 +326,24 @@ impl Cluster {
         }
     }
 
+    /// Tells the other nodes that `name` is typing in `room` (this node told its own members):
+    /// one entry in the room's typing stream, which their tails read. Best effort: a signal lost
+    /// while Redis fails is repeated by the page a moment later.
+    pub fn share_typing(&self, room: &str, name: &str) {
+        let mut commands = self.commands.clone();
+        let key = Keys::typing(room);
+        let mut add = redis::pipe();
+        add.cmd("XADD").arg(&key).arg("MAXLEN").arg("~").arg(TYPING_KEPT).arg("*");
+        add.arg("node").arg(&self.node).arg("name").arg(name).ignore();
+        // A quiet room's signals go with it.
+        add.cmd("EXPIRE").arg(&key).arg(60).ignore();
+        tokio::spawn(async move {
+            let added: Result<(), RedisError> = add.query_async(&mut commands).await;
+            // Lost with Redis: the next signal comes within a second or two.
+            let _ = added;
+        });
+    }
+
     /// Shares presence with the other nodes until the relay stops: every [`PRESENCE_INTERVAL`],
     /// in one pipeline for all the rooms open here, writes the names of this node's members
     /// (expiring after [`PRESENCE_TTL`]), removes those that left, and reads everyone's.
@@ -483,6 +510,8 @@ impl Cluster {
     async fn run_tail(self: Arc<Self>) {
         let mut connection: Option<MultiplexedConnection> = None;
         let mut check_first = false;
+        // The last typing signal read per room.
+        let mut typing_seen: HashMap<String, String> = HashMap::new();
         loop {
             if self.stop.is_cancelled() {
                 return;
@@ -513,20 +542,51 @@ impl Cluster {
                 }
             }
             let positions: Vec<(String, u64)> = rooms.iter().map(|room| room.position()).collect();
+            typing_seen.retain(|name, _| rooms.iter().any(|room| room.name() == name));
             let mut read = redis::cmd("XREAD");
             read.arg("COUNT").arg(TAIL_BATCH).arg("BLOCK").arg(TAIL_BLOCK.as_millis() as u64);
             read.arg("STREAMS");
             for room in &rooms {
                 read.arg(Keys::of(room.name()).stream);
             }
+            for room in &rooms {
+                read.arg(Keys::typing(room.name()));
+            }
             for (_, after) in &positions {
                 read.arg(format!("{after}-0"));
+            }
+            for room in &rooms {
+                // From two seconds ago for a room new to the tail (by this node's clock, which
+                // should agree with Redis's: entry ids are Redis's time), so that a signal sent
+                // between two reads is not missed; older ones are stale.
+                let seen = typing_seen
+                    .entry(room.name().to_owned())
+                    .or_insert_with(|| format!("{}-0", now_ms().saturating_sub(2000)));
+                read.arg(seen.as_str());
             }
             let reply: Result<Option<StreamReadReply>, RedisError> = read.query_async(conn).await;
             self.answered(&reply);
             match reply {
                 Ok(Some(reply)) => {
                     for stream in reply.keys {
+                        if let Some(room) =
+                            rooms.iter().find(|room| Keys::typing(room.name()) == stream.key)
+                        {
+                            for entry in &stream.ids {
+                                let (Some(node), Some(name)) =
+                                    (entry.get::<String>("node"), entry.get::<String>("name"))
+                                else {
+                                    continue;
+                                };
+                                if node != self.node {
+                                    room.typing_elsewhere(&name);
+                                }
+                            }
+                            if let Some(last) = stream.ids.last() {
+                                typing_seen.insert(room.name().to_owned(), last.id.clone());
+                            }
+                            continue;
+                        }
                         let Some(index) = rooms
                             .iter()
                             .position(|room| Keys::of(room.name()).stream == stream.key)

@@ -374,19 +374,34 @@ impl Room {
     pub fn typing(&self, from: ClientId) {
         let mut state = self.lock();
         let Some(member) = state.members.get(&from) else { return };
-        let frame =
-            ServerFrame::Typing { room: self.name.to_string(), name: member.name.to_string() };
+        let name = Arc::clone(&member.name);
+        self.tell_typing(&mut state, &name, Some(from));
+        drop(state);
+        if let Some(cluster) = &self.core.cluster {
+            cluster.share_typing(&self.name, &name);
+        }
+    }
+
+    /// With `--redis`: `name` is typing in this room on another relay; every v1 member is told.
+    pub fn typing_elsewhere(&self, name: &str) {
+        let mut state = self.lock();
+        self.tell_typing(&mut state, name, None);
+    }
+
+    /// Tells the v1 members but `typist` that `name` is typing.
+    fn tell_typing(&self, state: &mut State, name: &str, typist: Option<ClientId>) {
+        let frame = ServerFrame::Typing { room: self.name.to_string(), name: name.to_owned() };
         let frame = text(frame.to_json());
         let others: Vec<ClientId> = state
             .members
             .iter()
-            .filter(|&(&id, member)| id != from && member.mode == Mode::V1)
+            .filter(|&(&id, member)| Some(id) != typist && member.mode == Mode::V1)
             .map(|(&id, _)| id)
             .collect();
         for id in others {
             let _ = state.queue(id, frame.clone(), self.core.queue_bytes);
         }
-        self.settle(&mut state);
+        self.settle(state);
     }
 
     /// Whether the room is empty and holds nothing on its way to the disk; and when it emptied.

@@ -679,3 +679,25 @@ async fn each_room_keeps_its_own_order_across_nodes() {
         assert_eq!(got, expected);
     }
 }
+
+/// Bob on node B starts typing in the lobby: Ada on node A is told, under Bob's name, within
+/// moments.
+#[tokio::test]
+async fn typing_reaches_the_other_node() {
+    let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut ada = connect_v1_to(a.address, "/ws?name=ada").await;
+    let mut bob = connect_v1_to(b.address, "/ws?name=bob").await;
+    presence_becomes(&mut ada, &["ada", "bob"]).await;
+    send_v1(&mut bob, &ClientFrame::Typing { room: LOBBY.into() }).await;
+    let told = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let ServerFrame::Typing { room, name } = next_v1(&mut ada).await {
+                return (room, name);
+            }
+        }
+    })
+    .await
+    .expect("ada was never told that bob is typing");
+    assert_eq!((told.0.as_str(), told.1.as_str()), (LOBBY, "bob"));
+}
