@@ -682,13 +682,7 @@ impl Room {
         let permits = self.refuse_uncommitted(&mut state, Vec::new());
         state.history.restart(epoch);
         self.core.dedupe().forget_room(&self.name);
-        let v1: Vec<_> = state
-            .members
-            .iter()
-            .filter(|(_, member)| member.mode == Mode::V1)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in v1 {
+        for id in state.v1_members() {
             if let Some(member) = state.remove(id) {
                 member.outbound.close(Close::NewEpoch);
             }
@@ -703,13 +697,7 @@ impl Room {
     fn settle(&self, state: &mut State) {
         while std::mem::take(&mut state.presence_changed) {
             let frame = text(state.presence.frame(&self.name).to_json());
-            let v1: Vec<ClientId> = state
-                .members
-                .iter()
-                .filter(|(_, member)| member.mode == Mode::V1)
-                .map(|(&id, _)| id)
-                .collect();
-            for id in v1 {
+            for id in state.v1_members() {
                 let _ = state.queue(id, frame.clone(), self.core.queue_bytes);
             }
         }
@@ -799,6 +787,12 @@ impl State {
     }
 
     /// Removes a member, noting whether its name left the room with it.
+    /// The members that speak v1 (presence and epochs are theirs only).
+    fn v1_members(&self) -> Vec<ClientId> {
+        let v1 = self.members.iter().filter(|(_, member)| member.mode == Mode::V1);
+        v1.map(|(&id, _)| id).collect()
+    }
+
     fn remove(&mut self, id: ClientId) -> Option<Member> {
         let member = self.members.remove(&id)?;
         if self.presence.remove(&member.name) {
