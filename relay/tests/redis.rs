@@ -345,7 +345,7 @@ async fn stream_through_a_crash(
 /// Redis killed with SIGKILL in the middle of a stream of messages, with `appendonly yes` and
 /// `appendfsync always`, then started again: meanwhile sends are refused with `unavailable` and
 /// `/healthz` answers 503; the refused ones are sent again and acked (one stored just before the
-/// kill, whose answer was lost, is acked as a duplicate under its seq); afterwards every acked
+/// kill whose answer was lost would be acked as a duplicate under its seq); afterwards every acked
 /// message is there exactly once, seqs 1 to 40 without a gap, in the same epoch, on the other
 /// node too.
 #[tokio::test]
