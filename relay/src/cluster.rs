@@ -13,16 +13,27 @@
 //!
 //! Fan-out: every node tails the streams of the rooms open on it ([`Cluster::tail`]: one `XREAD
 //! BLOCK` naming them all, each from the last seq it delivered, on one connection of its own,
-//! woken with `CLIENT UNBLOCK` when a room opens) and that is the only way a
-//! message reaches members, the writer's node included: every node delivers a room's messages in
-//! the same order, each once. The room's history in memory is what the tail delivered, on top of
+//! woken with `CLIENT UNBLOCK` when a room opens) and that is the only way a message reaches
+//! members, the writer's node included (only the sender itself is skipped: its ack came with the
+//! script's reply): every node delivers a room's messages in the same order, each once. The room's history in memory is what the tail delivered, on top of
 //! what the stream held when the room opened here, so joins and history answers are the
 //! stream's, joined with the live tail without gap or duplicate.
 //!
 //! Epochs: a room whose keys Redis lost (a flush, a restart without persistence) starts a new
 //! epoch when a node next looks ([`OPEN`]); the node's v1 members are closed with 1012 and learn
 //! it on reconnecting, as after a restart without `--data-dir`. A tail that fell further behind
-//! than the stream keeps does the same (its clients then get `complete: false`).
+//! than the stream keeps does the same (its clients then get `complete: false`), and so does a
+//! room whose seq went back in Redis (a restart from a file that missed the last writes): that
+//! epoch ends, since its seqs would be given out again.
+//!
+//! Presence and typing span the nodes: each node writes its members' names per room into a
+//! sorted set scored by expiry (`:presence`, renewed every second, so a dead node's names go
+//! within seconds) and reads the others'; typing signals go through a short stream per room
+//! (`:typing`) that the tail reads with the messages.
+//!
+//! Health: a ping every half second, and every command's outcome, say whether Redis answers:
+//! `/healthz` answers 503 and `wschat_redis_up` is 0 while it does not, and the log says so once
+//! each way.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

@@ -566,6 +566,7 @@ impl Reader {
     /// With `--redis`: stores a checked message in Redis and acks it (v1) once Redis has it; the
     /// room's tail relays it to everyone else, on every node. Refused with `unavailable` when
     /// Redis fails (or the room just changed epochs there): the client sends it again later.
+    /// Returns nothing to count as a strike.
     async fn share(&self, room: Arc<Room>, posted: Posted) -> Option<Refusal> {
         let cluster = self.relay.rooms.cluster()?;
         let (epoch, _) = room.position();
@@ -586,8 +587,14 @@ impl Reader {
             }
             Err(error) => {
                 debug!(%error, room = room.name(), "a message was not stored");
+                // Answered here rather than returned as this frame's refusal: Redis failed, not
+                // the client, so it is no strike against it (as with a failing `--data-dir`,
+                // whose room refuses the same way).
+                count(&self.relay.metrics.frames_refused, ErrorCode::Unavailable.as_str());
                 let error = WireError::new(ErrorCode::Unavailable, "");
-                Some(Refusal { id: Some(posted.id), ..Refusal::about(room.name(), error) })
+                let refusal = Refusal { id: Some(posted.id), ..Refusal::about(room.name(), error) };
+                self.answer(refusal.into_frame(self.mode));
+                None
             }
         }
     }
