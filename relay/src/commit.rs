@@ -442,6 +442,7 @@ mod tests {
             dedupe: Mutex::new(dedupe),
             journal: Some(Journal::default()),
             ticks: std::sync::atomic::AtomicU64::new(0),
+            cluster: None,
         });
         let rooms = Arc::new(Rooms::new(core, lobby, Some(opened.reader), 100, 1000));
         let store = FaultyStore {

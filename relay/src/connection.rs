@@ -260,6 +260,8 @@ enum Handled {
     Done(Option<Refusal>),
     /// A join, still to do.
     Join { room: String, after: Option<Position> },
+    /// With `--redis`: a message checked and ready, still to be stored in Redis.
+    Share { room: Arc<Room>, posted: Posted },
 }
 
 /// What a connection's reader needs besides the socket.
@@ -323,15 +325,17 @@ impl Reader {
                     }
                     // With `--data-dir`, waits while too much waits for the disk already.
                     let admission = self.relay.rooms.admit(text.len()).await;
-                    match self.mode {
+                    let handled = match self.mode {
                         Mode::Tutorial => self.tutorial_frame(&text, admission),
-                        Mode::V1 => match self.v1_frame(&text, admission) {
-                            Handled::Done(refusal) => refusal,
-                            // Boxed: a join may wait for its room to be read from the store,
-                            // and that wait would otherwise be part of every connection's
-                            // future, idle or not.
-                            Handled::Join { room, after } => Box::pin(self.join(room, after)).await,
-                        },
+                        Mode::V1 => self.v1_frame(&text, admission),
+                    };
+                    match handled {
+                        Handled::Done(refusal) => refusal,
+                        // Boxed: a join may wait for its room to be read from the store, and
+                        // that wait would otherwise be part of every connection's future, idle
+                        // or not; the same for a message's round trip to Redis.
+                        Handled::Join { room, after } => Box::pin(self.join(room, after)).await,
+                        Handled::Share { room, posted } => Box::pin(self.share(room, posted)).await,
                     }
                 }
                 Message::Binary(_) => Some(WireError::new(ErrorCode::BinaryFrame, "").into()),
@@ -387,15 +391,17 @@ impl Reader {
 
     /// A tutorial client's frame: a plain chat message for the lobby, given an id and a seq like
     /// any other.
-    fn tutorial_frame(&self, text: &str, admission: Admission<'_>) -> Option<Refusal> {
+    fn tutorial_frame(&self, text: &str, admission: Admission<'_>) -> Handled {
         match ChatMessage::from_json(text) {
             Ok(ChatMessage { source, content }) => {
                 let id = uuid::Uuid::new_v4().to_string();
                 // A tutorial client is in the lobby from its handshake to its end.
-                let lobby = self.memberships().find(LOBBY).cloned()?;
+                let Some(lobby) = self.memberships().find(LOBBY).cloned() else {
+                    return Handled::Done(None);
+                };
                 self.post(&lobby, Posted { id, source, content }, admission)
             }
-            Err(error) => Some(error.into()),
+            Err(error) => Handled::Done(Some(error.into())),
         }
     }
 
@@ -415,7 +421,7 @@ impl Reader {
                     return Handled::Done(Some(refusal));
                 }
                 match self.joined(&room) {
-                    Ok(room) => self.post(&room, Posted { id, source, content }, admission),
+                    Ok(room) => return self.post(&room, Posted { id, source, content }, admission),
                     Err(refusal) => Some(Refusal { id: Some(id), ..refusal }),
                 }
             }
@@ -525,18 +531,15 @@ impl Reader {
 
     /// Checks a message against what the token allows and the limits, then hands it to the room
     /// to number, store and relay (under the token's name when auth is on, whatever the client
-    /// wrote).
-    fn post(
-        &self,
-        room: &Arc<Room>,
-        mut posted: Posted,
-        admission: Admission<'_>,
-    ) -> Option<Refusal> {
+    /// wrote); with `--redis`, leaves it to the caller to store in Redis (see [`Reader::share`]).
+    fn post(&self, room: &Arc<Room>, mut posted: Posted, admission: Admission<'_>) -> Handled {
         if let Some(identity) = &self.identity {
             posted.source.clone_from(identity);
         }
         let refuse = |error| {
-            Some(Refusal { id: Some(posted.id.clone()), ..Refusal::about(room.name(), error) })
+            let refusal =
+                Refusal { id: Some(posted.id.clone()), ..Refusal::about(room.name(), error) };
+            Handled::Done(Some(refusal))
         };
         if !self.may_post(room.name()) {
             return refuse(WireError::new(ErrorCode::Forbidden, ""));
@@ -551,10 +554,49 @@ impl Reader {
             members = room.len(),
             "relaying a message"
         );
+        if self.relay.rooms.cluster().is_some() {
+            return Handled::Share { room: Arc::clone(room), posted };
+        }
         for Evicted(other) in room.post(self.id, posted, now_ms(), admission) {
             debug!(other, "evicted a slow consumer while relaying");
         }
-        None
+        Handled::Done(None)
+    }
+
+    /// With `--redis`: stores a checked message in Redis and acks it (v1) once Redis has it; the
+    /// room's tail relays it to everyone else, on every node. Refused with `unavailable` when
+    /// Redis fails (or the room just changed epochs there): the client sends it again later.
+    /// Returns nothing to count as a strike.
+    async fn share(&self, room: Arc<Room>, posted: Posted) -> Option<Refusal> {
+        let cluster = self.relay.rooms.cluster()?;
+        let (epoch, _) = room.position();
+        match cluster.append(room.name(), &epoch, &posted, now_ms(), self.id).await {
+            Ok(appended) => {
+                if !appended.duplicate {
+                    self.relay.metrics.messages_in.inc();
+                }
+                if self.mode == Mode::V1 {
+                    self.answer_frame(&ServerFrame::Ack {
+                        room: room.name().to_owned(),
+                        id: posted.id,
+                        seq: appended.seq,
+                        duplicate: appended.duplicate,
+                    });
+                }
+                None
+            }
+            Err(error) => {
+                debug!(%error, room = room.name(), "a message was not stored");
+                // Answered here rather than returned as this frame's refusal: Redis failed, not
+                // the client, so it is no strike against it (as with a failing `--data-dir`,
+                // whose room refuses the same way).
+                count(&self.relay.metrics.frames_refused, ErrorCode::Unavailable.as_str());
+                let error = WireError::new(ErrorCode::Unavailable, "");
+                let refusal = Refusal { id: Some(posted.id), ..Refusal::about(room.name(), error) };
+                self.answer(refusal.into_frame(self.mode));
+                None
+            }
+        }
     }
 
     /// Whether this client may join `room`.
@@ -814,6 +856,7 @@ mod tests {
             dedupe: Mutex::new(crate::dedupe::Dedupe::new(crate::dedupe::Limits::default())),
             journal: None,
             ticks: AtomicU64::new(0),
+            cluster: None,
         });
         let rooms = Arc::new(crate::rooms::Rooms::new(
             core,

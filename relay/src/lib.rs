@@ -29,12 +29,16 @@
 //!   history keeps), so that a message re-sent after a reconnect is acked, not stored again.
 //! - `store` mirrors every room's history in a redb file under `--data-dir`, so each room's
 //!   epoch, seqs and last N messages, and the ids of recent ones, survive a restart.
+//! - `cluster` (with `--redis`) makes the relay one node of many: each message is numbered and
+//!   stored in Redis by one script, and every node tails the streams of its open rooms, the only
+//!   way messages reach members, so every node delivers the same order.
 //! - `commit` is the thread that writes new messages of every room to the store in batches
 //!   before their rooms ack and relay them, and reopens the store when a write fails; and the
 //!   journal where rooms with messages waiting queue up for it.
 
 mod auth;
 mod close;
+mod cluster;
 mod commit;
 mod connection;
 mod dedupe;
@@ -113,6 +117,12 @@ pub struct Config {
     /// the file is reopened; if it no longer holds what clients saw, a new epoch starts. `None`
     /// (the default): the history lives in memory and each start is a new epoch.
     pub data_dir: Option<PathBuf>,
+    /// A Redis URL (`redis://host:port/db`): the relay becomes one node of many sharing rooms,
+    /// numbering, history and message ids through that Redis (see the README, "Several relays on
+    /// one Redis"); `data_dir` is then not used. While Redis does not answer, messages are
+    /// refused with `unavailable` and `/healthz` answers 503. `None` (the default): the relay
+    /// stands alone.
+    pub redis: Option<String>,
     /// How often each client is pinged, and how long it may stay silent after a ping before it
     /// is dropped. Default: every 20 s, 10 s.
     pub heartbeat: Heartbeat,
@@ -178,6 +188,7 @@ impl Default for Config {
             max_message_size: 64 * 1024,
             history_limit: 1000,
             data_dir: None,
+            redis: None,
             heartbeat: Heartbeat {
                 interval: Duration::from_secs(20),
                 timeout: Duration::from_secs(10),
@@ -225,6 +236,9 @@ pub enum RunError {
     /// The history in `data_dir` could not be opened; nothing was served.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Redis could not be reached at start (or its URL is not one); nothing was served.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     /// The TLS certificate or key could not be used; nothing was served.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -255,11 +269,41 @@ pub async fn run(
     let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let browsers =
         BrowserPolicy::new(&config.allowed_origins, &config.allowed_hosts, acceptor.is_some())?;
-    let Start { lobby, dedupe, store, reader } = open_history(&config)?;
+    let metrics = Metrics::new();
+    let metrics = Arc::new(if config.redis.is_some() { metrics.with_redis() } else { metrics });
+    let stop_cluster = CancellationToken::new();
+    let cluster = match &config.redis {
+        Some(url) => Some(
+            cluster::Cluster::connect(
+                url,
+                config.history_limit,
+                Arc::clone(&metrics),
+                stop_cluster.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let Start { lobby, dedupe, store, reader } = match &cluster {
+        Some(cluster) => {
+            let loaded = cluster.load(wschat_protocol::rooms::LOBBY).await?;
+            tracing::info!(
+                lobby_epoch = loaded.history.epoch(),
+                lobby_latest_seq = loaded.history.latest_seq(),
+                "lobby read from redis"
+            );
+            Start {
+                lobby: loaded.history,
+                dedupe: Dedupe::new(dedupe::Limits::default()),
+                store: None,
+                reader: None,
+            }
+        }
+        None => open_history(&config)?,
+    };
     let auth = config.jwt_secret.as_deref().map(|secret| {
         Authenticator::new(secret, config.jwt_audience.as_deref(), config.jwt_issuer.as_deref())
     });
-    let metrics = Arc::new(Metrics::new());
     let core = Arc::new(Core {
         queue_bytes: config.queue_bytes,
         max_members: config.rooms.max_members,
@@ -267,9 +311,14 @@ pub async fn run(
         dedupe: std::sync::Mutex::new(dedupe),
         journal: store.is_some().then(Journal::default),
         ticks: std::sync::atomic::AtomicU64::new(0),
+        cluster: cluster.clone(),
     });
     let rooms =
         Arc::new(Rooms::new(core, lobby, reader, config.rooms.max_rooms, config.history_limit));
+    if let Some(cluster) = &cluster {
+        cluster.tail(rooms.lobby());
+        cluster.share_presence(Arc::clone(&rooms));
+    }
     let committer = store
         .map(|store| Committer::start(Arc::clone(&rooms), store, Arc::clone(&metrics)))
         .transpose()?;
@@ -286,6 +335,7 @@ pub async fn run(
     let scheme = if acceptor.is_some() { "https/wss" } else { "http/ws" };
     tracing::info!(address = %listener.local_addr()?, scheme, static_dir = ?relay.config.static_dir, "listening");
     server::serve(listener, acceptor, relay, shutdown).await;
+    stop_cluster.cancel();
     if let Some(committer) = committer {
         committer.finish().await;
     }

@@ -46,6 +46,13 @@ struct Args {
     /// epoch. One relay at a time per DIR.
     #[arg(long, env = "WSCHAT_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Make this relay one node of many sharing rooms, numbering, history and message ids
+    /// through the Redis at URL (`redis://127.0.0.1:6379/0`): clients may connect to any node
+    /// and resume exactly. Every message is stored in Redis before it is acked; while Redis does
+    /// not answer, messages are refused with `unavailable` and /healthz answers 503. Replaces
+    /// --data-dir.
+    #[arg(long, env = "WSCHAT_REDIS", value_name = "URL", conflicts_with = "data_dir")]
+    redis: Option<String>,
     /// Seconds between the pings the relay sends each client.
     #[arg(long, env = "WSCHAT_HEARTBEAT_INTERVAL", value_name = "SECONDS", default_value_t = 20,
           value_parser = seconds())]
@@ -269,6 +276,7 @@ async fn main() -> std::io::Result<()> {
         max_message_size: args.max_message_size,
         history_limit: args.history_limit,
         data_dir: args.data_dir,
+        redis: args.redis,
         heartbeat: Heartbeat {
             interval: Duration::from_secs(args.heartbeat_interval),
             timeout: Duration::from_secs(args.heartbeat_timeout),
@@ -306,6 +314,11 @@ async fn main() -> std::io::Result<()> {
         // The error names the data directory or the history file.
         Err(RunError::Store(error)) => {
             tracing::error!(%error, "cannot load the history");
+            std::process::exit(2);
+        }
+        // The error says what Redis (or the URL) refused.
+        Err(RunError::Redis(error)) => {
+            tracing::error!(%error, "cannot reach redis");
             std::process::exit(2);
         }
         // The error names the file or what rustls refused.

@@ -66,6 +66,10 @@ pub struct Metrics {
     /// Joins refused, by error code (`room_invalid`, `forbidden`, `too_many_rooms`,
     /// `room_full`, `rooms_full`, `unavailable`).
     pub room_refusals: Family<Label, Counter>,
+    /// With `--redis`: 1 while Redis answers, 0 while it does not (sends are refused then).
+    pub redis_up: Gauge,
+    /// With `--redis`: commands that failed or timed out.
+    pub redis_failures: Counter,
 }
 
 impl Metrics {
@@ -96,6 +100,8 @@ impl Metrics {
             room_joins: Counter::default(),
             room_leaves: Counter::default(),
             room_refusals: Family::default(),
+            redis_up: Gauge::default(),
+            redis_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Connections open now", metrics.connections.clone());
@@ -167,6 +173,22 @@ impl Metrics {
             metrics.room_refusals.clone(),
         );
         Self { registry, ..metrics }
+    }
+
+    /// Adds the figures about Redis (`--redis` only: without it, nothing changes).
+    #[must_use]
+    pub fn with_redis(mut self) -> Self {
+        self.registry.register(
+            "redis_up",
+            "1 while Redis answers, 0 while sends are refused",
+            self.redis_up.clone(),
+        );
+        self.registry.register(
+            "redis_failures",
+            "Redis commands that failed or timed out",
+            self.redis_failures.clone(),
+        );
+        self
     }
 
     /// The figures in the Prometheus text (OpenMetrics) format.

@@ -5,7 +5,7 @@
 //! socket's URL, else the last `source` it sent a message under, else [`ANONYMOUS`] (see
 //! `crate::memberships`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use wschat_protocol::v1::{ServerFrame, MAX_PRESENCE_NAMES};
@@ -25,6 +25,8 @@ pub fn anonymous() -> Arc<str> {
 #[derive(Debug, Default)]
 pub struct Presence {
     names: BTreeMap<Arc<str>, usize>,
+    /// With `--redis`: the names in the room on other relays (see `crate::cluster`).
+    elsewhere: BTreeSet<String>,
 }
 
 impl Presence {
@@ -46,13 +48,30 @@ impl Presence {
         true
     }
 
-    /// The `presence` frame for `room`: the first [`MAX_PRESENCE_NAMES`] names in order, and how
-    /// many there are.
+    /// The names of this relay's connections.
+    #[must_use]
+    pub fn names_here(&self) -> BTreeSet<String> {
+        self.names.keys().map(|name| name.to_string()).collect()
+    }
+
+    /// With `--redis`: the names in the room on other relays are `names` now; true when that
+    /// changes them.
+    pub fn set_elsewhere(&mut self, names: BTreeSet<String>) -> bool {
+        if self.elsewhere == names {
+            return false;
+        }
+        self.elsewhere = names;
+        true
+    }
+
+    /// The `presence` frame for `room`: the first [`MAX_PRESENCE_NAMES`] names in order (here and,
+    /// with `--redis`, on other relays, each once), and how many there are.
     #[must_use]
     pub fn frame(&self, room: &str) -> ServerFrame {
-        let names =
-            self.names.keys().take(MAX_PRESENCE_NAMES).map(|name| name.to_string()).collect();
-        ServerFrame::Presence { room: room.to_owned(), names, count: self.names.len() as u64 }
+        let mut all: BTreeSet<&str> = self.names.keys().map(|name| &**name).collect();
+        all.extend(self.elsewhere.iter().map(String::as_str));
+        let names = all.iter().take(MAX_PRESENCE_NAMES).map(|name| (*name).to_owned()).collect();
+        ServerFrame::Presence { room: room.to_owned(), names, count: all.len() as u64 }
     }
 }
 
@@ -98,5 +117,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// With `--redis`: names on other relays join the frame, each name once however many relays
+    /// have it, and a change elsewhere is a change only when the names differ.
+    #[test]
+    fn names_elsewhere_join_the_frame_once() {
+        let mut presence = Presence::default();
+        presence.add(&Arc::from("bob"));
+        let elsewhere = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
+        assert!(presence.set_elsewhere(elsewhere(&["ada", "bob"])));
+        assert!(!presence.set_elsewhere(elsewhere(&["ada", "bob"])), "nothing new");
+        assert_eq!(names(&presence), ["ada", "bob"]);
+        assert!(matches!(presence.frame("r"), ServerFrame::Presence { count: 2, .. }));
+        assert_eq!(presence.names_here().into_iter().collect::<Vec<_>>(), ["bob"]);
+        assert!(presence.set_elsewhere(BTreeSet::new()));
+        assert_eq!(names(&presence), ["bob"]);
     }
 }

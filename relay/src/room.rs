@@ -32,6 +32,7 @@ use wschat_protocol::v1::{Position, ServerFrame, StoredMessage};
 use wschat_protocol::{ChatMessage, ErrorCode, WireError};
 
 use crate::close::Close;
+use crate::cluster::Cluster;
 use crate::commit::{Admission, Durability, Journal};
 use crate::connection::Refusal;
 use crate::dedupe::{sender_key, Dedupe};
@@ -79,6 +80,9 @@ pub struct Core {
     pub journal: Option<Journal>,
     /// Counts up each time a room empties, to tell which empty room has been so longest.
     pub ticks: AtomicU64,
+    /// With `--redis`: the link to the Redis that numbers, stores and fans out every room's
+    /// messages (see `crate::cluster`); rooms then take messages from their tails only.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Core {
@@ -370,19 +374,34 @@ impl Room {
     pub fn typing(&self, from: ClientId) {
         let mut state = self.lock();
         let Some(member) = state.members.get(&from) else { return };
-        let frame =
-            ServerFrame::Typing { room: self.name.to_string(), name: member.name.to_string() };
+        let name = Arc::clone(&member.name);
+        self.tell_typing(&mut state, &name, Some(from));
+        drop(state);
+        if let Some(cluster) = &self.core.cluster {
+            cluster.share_typing(&self.name, &name);
+        }
+    }
+
+    /// With `--redis`: `name` is typing in this room on another relay; every v1 member is told.
+    pub fn typing_elsewhere(&self, name: &str) {
+        let mut state = self.lock();
+        self.tell_typing(&mut state, name, None);
+    }
+
+    /// Tells the v1 members but `typist` that `name` is typing.
+    fn tell_typing(&self, state: &mut State, name: &str, typist: Option<ClientId>) {
+        let frame = ServerFrame::Typing { room: self.name.to_string(), name: name.to_owned() };
         let frame = text(frame.to_json());
         let others: Vec<ClientId> = state
             .members
             .iter()
-            .filter(|&(&id, member)| id != from && member.mode == Mode::V1)
+            .filter(|&(&id, member)| Some(id) != typist && member.mode == Mode::V1)
             .map(|(&id, _)| id)
             .collect();
         for id in others {
             let _ = state.queue(id, frame.clone(), self.core.queue_bytes);
         }
-        self.settle(&mut state);
+        self.settle(state);
     }
 
     /// Whether the room is empty and holds nothing on its way to the disk; and when it emptied.
@@ -467,6 +486,85 @@ impl Room {
                 evicted.into_iter().collect()
             }
         }
+    }
+
+    /// With `--redis`: the names of this relay's members, for the others.
+    #[must_use]
+    pub fn names_here(&self) -> std::collections::BTreeSet<String> {
+        self.lock().presence.names_here()
+    }
+
+    /// With `--redis`: the names in the room on other relays are `names` now; the v1 members
+    /// are told if that changes who is in the room.
+    pub fn set_names_elsewhere(&self, names: std::collections::BTreeSet<String>) {
+        let mut state = self.lock();
+        if state.presence.set_elsewhere(names) {
+            state.presence_changed = true;
+            self.settle(&mut state);
+        }
+    }
+
+    /// With `--redis`: the room's epoch and latest seq here, where its tail goes on from.
+    #[must_use]
+    pub fn position(&self) -> (String, u64) {
+        let state = self.lock();
+        (state.history.epoch().to_owned(), state.history.latest_seq())
+    }
+
+    /// Whether the room was closed (nobody joins it any more; its tail stops).
+    #[must_use]
+    pub fn is_retired(&self) -> bool {
+        self.lock().retired
+    }
+
+    /// With `--redis`: `message`, stored in Redis and read from the room's stream, goes into the
+    /// history and to every member, but its sender if that is `sender` (a client of this node,
+    /// which was acked when Redis stored it; a tutorial sender never gets its own message back).
+    /// False, and nothing done, when it does not follow the history's latest seq: the tail
+    /// missed messages and must reload the room.
+    pub fn relay_stored(&self, message: StoredMessage, sender: Option<ClientId>) -> bool {
+        let frames = Encoded::new(&self.name, &message);
+        let mut state = self.lock();
+        if message.seq != state.history.latest_seq() + 1 {
+            return false;
+        }
+        state.history.push(message);
+        let mut evicted = Vec::new();
+        for (&member_id, member) in &state.members {
+            if Some(member_id) == sender {
+                continue;
+            }
+            if !member.outbound.offer(frames.for_mode(member.mode), self.core.queue_bytes) {
+                evicted.push(member_id);
+            }
+        }
+        for id in evicted {
+            state.evict(id);
+        }
+        self.settle(&mut state);
+        true
+    }
+
+    /// With `--redis`: the room went on in Redis without this node (a new epoch after Redis lost
+    /// it, or more messages than its stream keeps while this node's tail lagged): the history
+    /// starts over from `history`, and every v1 member is closed with 1012 to resync on
+    /// reconnecting (`complete: false` tells it what it missed); tutorial clients stay.
+    pub fn reload(&self, history: History) {
+        let mut state = self.lock();
+        state.history = history;
+        self.core.dedupe().forget_room(&self.name);
+        let v1: Vec<_> = state
+            .members
+            .iter()
+            .filter(|(_, member)| member.mode == Mode::V1)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in v1 {
+            if let Some(member) = state.remove(id) {
+                member.outbound.close(Close::NewEpoch);
+            }
+        }
+        self.settle(&mut state);
     }
 
     /// Queues the answer to a history request from `to`: the committed messages after
@@ -761,6 +859,7 @@ mod tests {
             dedupe: Mutex::new(Dedupe::new(crate::dedupe::Limits::default())),
             journal: durable.then(Journal::default),
             ticks: AtomicU64::new(0),
+            cluster: None,
         })
     }
 
@@ -1196,5 +1295,40 @@ mod tests {
         assert_eq!(history_seqs(&resumed), [3]);
         let other_epoch = greeted(Some(Position { epoch: "older".into(), seq: 2 }));
         assert_eq!(history_seqs(&other_epoch), [1, 2, 3]);
+    }
+
+    /// With `--redis`: a message read from the room's stream reaches every member in its
+    /// protocol but its sender on this relay (acked already), goes into the history, and is
+    /// refused (nothing done) when it does not follow the latest seq.
+    #[test]
+    fn a_stored_message_reaches_everyone_but_its_sender_in_order() {
+        let room = room(ROOMY);
+        let sender = join(&room, Mode::V1);
+        let reader = join(&room, Mode::V1);
+        let tutorial = join(&room, Mode::Tutorial);
+        frames(&sender);
+        frames(&reader);
+        let stored = |seq: u64, id: &str| posted(id, id).numbered(seq, 0);
+        assert!(room.relay_stored(stored(1, "m1"), Some(sender.id)));
+        assert!(room.relay_stored(stored(2, "m2"), None), "from another relay");
+        assert!(!room.relay_stored(stored(4, "m4"), None), "a gap");
+        assert_eq!(seqs(&frames(&sender)), [(2, "m2".into())]);
+        assert_eq!(seqs(&frames(&reader)), [(1, "m1".into()), (2, "m2".into())]);
+        assert_eq!(tutorial.outbound.take_now(), [tutorial_text("m1"), tutorial_text("m2")]);
+        assert_eq!(room.position(), ("epoch".into(), 2));
+    }
+
+    /// With `--redis`: a room that moved on in Redis without this relay starts over from what
+    /// Redis holds; v1 members are closed with 1012 to resync, tutorial members stay.
+    #[test]
+    fn a_reloaded_room_closes_v1_members_and_goes_on_from_redis() {
+        let room = room(ROOMY);
+        let v1 = join(&room, Mode::V1);
+        let tutorial = join(&room, Mode::Tutorial);
+        room.reload(History::new("second".into(), 100));
+        assert_eq!(v1.outbound.close_reason().and_then(Close::code), Some(1012));
+        assert_eq!(tutorial.outbound.close_reason(), None);
+        assert_eq!(room.position(), ("second".into(), 0));
+        assert_eq!(room.len(), 1);
     }
 }

@@ -19,6 +19,7 @@ use wschat_protocol::rooms::LOBBY;
 use wschat_protocol::v1::{RoomInfo, ServerFrame};
 use wschat_protocol::ErrorCode;
 
+use crate::cluster::Cluster;
 use crate::commit::{Admission, Journal};
 use crate::history::History;
 use crate::room::{ClientId, Core, Greeting, JoinError, Joiner, Room};
@@ -190,8 +191,30 @@ impl Rooms {
         opened
     }
 
-    /// A new room's history: read from the store, or new.
+    /// With `--redis`: the link to Redis.
+    #[must_use]
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.core.cluster.as_ref()
+    }
+
+    /// Whether a room's history outlives the room (with a store, or in Redis): idle rooms then
+    /// close at once, to be read again when someone joins.
+    fn kept_elsewhere(&self) -> bool {
+        self.reader.is_some() || self.core.cluster.is_some()
+    }
+
+    /// A new room's history: read from the store or Redis, or new. In Redis, the room's tail
+    /// starts with it.
     async fn load(&self, name: &str) -> Result<Arc<Room>, ErrorCode> {
+        if let Some(cluster) = &self.core.cluster {
+            let loaded = cluster.load(name).await.map_err(|error| {
+                tracing::warn!(%error, "cannot open a room from redis");
+                ErrorCode::Unavailable
+            })?;
+            let room = Arc::new(Room::new(name.into(), loaded.history, Arc::clone(&self.core)));
+            cluster.tail(&room);
+            return Ok(room);
+        }
         let history = match &self.reader {
             None => History::new(uuid::Uuid::new_v4().to_string(), self.history_limit),
             Some(reader) => {
@@ -224,8 +247,8 @@ impl Rooms {
         if open.len() < self.max_rooms {
             return Ok(());
         }
-        if self.reader.is_some() {
-            // With a store, idle rooms close at once: every open one is in use.
+        if self.kept_elsewhere() {
+            // With a store or Redis, idle rooms close at once: every open one is in use.
             return Err(ErrorCode::RoomsFull);
         }
         let oldest = open
@@ -246,7 +269,7 @@ impl Rooms {
 
     /// Closes `room` if it is idle and may close now: with a store, and never the lobby.
     pub fn retire_if_idle(&self, room: &Arc<Room>) {
-        if self.reader.is_none() || Arc::ptr_eq(room, &self.lobby) {
+        if !self.kept_elsewhere() || Arc::ptr_eq(room, &self.lobby) {
             return;
         }
         let mut open = self.lock();

@@ -53,7 +53,7 @@ pub(crate) fn router(relay: Arc<Relay>) -> Router {
     }
     router
         .layer(middleware::from_fn_with_state(Arc::clone(&relay), known_host))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .with_state(relay)
 }
 
@@ -77,6 +77,17 @@ async fn known_host(
     let body = "this relay does not serve the host name in this request: if the name is yours, \
                 start the relay with --allow-host NAME\n";
     (StatusCode::FORBIDDEN, body).into_response()
+}
+
+/// Whether this relay can take messages: 200, or 503 while its Redis (with `--redis`) does not
+/// answer, so that a load balancer sends clients to another node meanwhile.
+async fn health(State(relay): State<Arc<Relay>>) -> Response {
+    match relay.rooms.cluster() {
+        Some(cluster) if !cluster.is_up() => {
+            (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n").into_response()
+        }
+        _ => "ok\n".into_response(),
+    }
 }
 
 /// The figures in the Prometheus text format. Expose it to your monitoring, not to the internet

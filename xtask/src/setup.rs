@@ -13,8 +13,11 @@ use crate::process::{cargo, output_of, run};
 const TRUNK_VERSION: &str = "0.21.14";
 /// The last geckodriver verified with the Firefox ESR here.
 const GECKODRIVER_VERSION: &str = "0.37.1";
-/// Debian's packages for the browser tests.
-const BROWSER_PACKAGES: [&str; 3] = ["chromium", "chromium-driver", "firefox-esr"];
+/// Debian's packages for the browser tests, and `redis-server` and `haproxy` for the relay's
+/// tests on Redis (`relay/tests/redis.rs` starts its own, on free ports with their own files;
+/// the packages' system services are not used).
+const TEST_PACKAGES: [&str; 5] =
+    ["chromium", "chromium-driver", "firefox-esr", "redis-server", "haproxy"];
 
 /// What a command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +35,13 @@ pub enum Toolset {
 pub fn ensure(toolset: Toolset) -> anyhow::Result<()> {
     // apt waits on the network while cargo keeps both cores busy: run them side by side.
     let browsers = (toolset == Toolset::Test)
-        .then(|| std::thread::spawn(|| ensure_debian_packages(&BROWSER_PACKAGES)));
+        .then(|| std::thread::spawn(|| ensure_debian_packages(&TEST_PACKAGES)));
     let started = std::time::Instant::now();
     let tools = ensure_build_tools(toolset);
     if let Some(browsers) = browsers {
         browsers.join().map_err(|_| anyhow::anyhow!("the apt-get thread panicked"))??;
+        // Installed now: the Redis (and HAProxy) tests must run, never skip.
+        std::env::set_var("WSCHAT_REQUIRE_REDIS", "1");
     }
     tools?;
     // Trunk builds offline (it must never download tools), so the crates must already be here.
@@ -63,7 +68,8 @@ fn ensure_build_tools(toolset: Toolset) -> anyhow::Result<()> {
 }
 
 /// The tools from npm (`xtask/npm/package.json`, pinned by its lock file): wasm-opt from a
-/// current binaryen, and terser for the JS glue. Their `.bin` is put on PATH by
+/// current binaryen, acorn and terser for the JS glue and csso for the CSS (see
+/// `xtask/npm/shrink-bundle.mjs`). Their `.bin` is put on PATH by
 /// [`crate::process::put_tools_on_path`]. Node.js and npm come from the system (Debian's if
 /// missing).
 fn ensure_npm_tools() -> anyhow::Result<()> {
