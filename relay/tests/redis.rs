@@ -46,15 +46,8 @@ struct RedisServer {
 impl RedisServer {
     /// Starts one, or `None` (SKIPPED) when `redis-server` is not installed.
     async fn start(persistence: Persistence) -> Option<Self> {
-        let Some(binary) = redis_binary() else {
-            assert!(
-                std::env::var_os("WSCHAT_REQUIRE_REDIS").is_none(),
-                "redis-server not found, and WSCHAT_REQUIRE_REDIS is set"
-            );
-            eprintln!("SKIPPED: redis-server not found (apt-get install redis-server)");
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let binary = required("redis-server")?;
+        let port = free_port();
         let mut server = Self { port, dir: tempfile::tempdir().unwrap(), persistence, child: None };
         server.spawn(&binary).await;
         Some(server)
@@ -126,6 +119,25 @@ impl RedisServer {
 
 fn redis_binary() -> Option<PathBuf> {
     installed("redis-server")
+}
+
+/// Where the Debian-packaged command `name` is installed; `None` (the test prints SKIPPED) when
+/// it is not, unless `cargo xtask test` requires it (`WSCHAT_REQUIRE_REDIS`): then it fails.
+fn required(name: &str) -> Option<PathBuf> {
+    let found = installed(name);
+    if found.is_none() {
+        assert!(
+            std::env::var_os("WSCHAT_REQUIRE_REDIS").is_none(),
+            "{name} not found, and WSCHAT_REQUIRE_REDIS is set"
+        );
+        eprintln!("SKIPPED: {name} not found (apt-get install {name})");
+    }
+    found
+}
+
+/// A loopback port nothing listens on (for a server the test starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Where the command `name` is installed, if it is.
@@ -512,15 +524,8 @@ struct LoadBalancer {
 
 impl LoadBalancer {
     async fn start(relays: &[SocketAddr]) -> Option<Self> {
-        let Some(binary) = installed("haproxy") else {
-            assert!(
-                std::env::var_os("WSCHAT_REQUIRE_REDIS").is_none(),
-                "haproxy not found, and WSCHAT_REQUIRE_REDIS is set"
-            );
-            eprintln!("SKIPPED: haproxy not found (apt-get install haproxy)");
-            return None;
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let binary = required("haproxy")?;
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let mut config = format!(
             "defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  \
