@@ -584,6 +584,18 @@ mod tests {
         }
     }
 
+    /// The history page that follows a `joined` (request 0).
+    fn after_join(room: &str, epoch: &str, messages: Vec<StoredMessage>) -> ServerFrame {
+        ServerFrame::History {
+            room: room.into(),
+            request_id: 0,
+            epoch: epoch.into(),
+            messages,
+            complete: true,
+            more: false,
+        }
+    }
+
     fn joined(room: &str, epoch: &str) -> ServerFrame {
         ServerFrame::Joined {
             room: room.into(),
@@ -753,14 +765,7 @@ mod tests {
         session.join("team", true);
         session.apply(joined("team", "t"), 0.0);
         session.apply(
-            ServerFrame::History {
-                room: "team".into(),
-                request_id: 0,
-                epoch: "t".into(),
-                messages: vec![stored(1, "t1", "bob"), stored(2, "t2", "bob")],
-                complete: true,
-                more: false,
-            },
+            after_join("team", "t", vec![stored(1, "t1", "bob"), stored(2, "t2", "bob")]),
             0.0,
         );
         session.outbox.push(OutgoingMessage::new("w", "ann", "later", 0).in_room("team")).unwrap();
@@ -781,17 +786,7 @@ mod tests {
         assert_eq!(room, "team");
         // The relay answers the join with what followed seq 2 (a new epoch would start over).
         session.apply(joined("team", "t"), 0.0);
-        session.apply(
-            ServerFrame::History {
-                room: "team".into(),
-                request_id: 0,
-                epoch: "t".into(),
-                messages: vec![stored(3, "t3", "bob")],
-                complete: true,
-                more: false,
-            },
-            0.0,
-        );
+        session.apply(after_join("team", "t", vec![stored(3, "t3", "bob")]), 0.0);
         assert_eq!(seqs(&session.room("team").unwrap().conversation), [1, 2, 3]);
         assert_eq!(session.room("team").unwrap().conversation.resume_after(), 3);
     }

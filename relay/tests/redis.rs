@@ -173,6 +173,16 @@ enum Answer {
 }
 
 /// Sends message `id` and reads until its ack or its refusal, skipping everything else.
+/// Posts `m{n}` for each n in `seqs` and checks each is acked as seq n, new.
+async fn post_numbered(client: &mut Client, seqs: std::ops::RangeInclusive<u64>) {
+    for n in seqs {
+        assert_eq!(
+            post(client, &format!("m{n}")).await,
+            Answer::Acked { seq: n, duplicate: false }
+        );
+    }
+}
+
 async fn post(client: &mut Client, id: &str) -> Answer {
     send_v1(client, &message(id, id)).await;
     loop {
@@ -267,21 +277,11 @@ async fn a_client_resumes_exactly_on_the_other_node() {
     welcome(&mut sender).await;
     let mut reader = a.connect_v1().await;
     let (epoch, _) = welcome(&mut reader).await;
-    for n in 1..=5 {
-        assert_eq!(
-            post(&mut sender, &format!("m{n}")).await,
-            Answer::Acked { seq: n, duplicate: false }
-        );
-    }
+    post_numbered(&mut sender, 1..=5).await;
     let seen = messages(&mut reader, 5).await;
     let last_seen = seen.last().unwrap().seq;
     drop(reader);
-    for n in 6..=9 {
-        assert_eq!(
-            post(&mut sender, &format!("m{n}")).await,
-            Answer::Acked { seq: n, duplicate: false }
-        );
-    }
+    post_numbered(&mut sender, 6..=9).await;
     let mut back = b.connect_v1().await;
     let (epoch_b, latest) = welcome(&mut back).await;
     assert_eq!((epoch_b, latest), (epoch, 9), "the same room on both nodes");
@@ -388,12 +388,7 @@ async fn without_persistence_a_redis_restart_starts_a_new_epoch() {
     let a = node(&redis).await;
     let mut client = a.connect_v1().await;
     let (epoch, _) = welcome(&mut client).await;
-    for n in 1..=3 {
-        assert_eq!(
-            post(&mut client, &format!("m{n}")).await,
-            Answer::Acked { seq: n, duplicate: false }
-        );
-    }
+    post_numbered(&mut client, 1..=3).await;
     redis.kill().await;
     redis.restart().await;
     assert_eq!(close_code(&mut client).await, Some(CloseCode::Restart));
@@ -441,12 +436,7 @@ async fn seqs_going_back_in_redis_end_the_epoch() {
     let a = node(&redis).await;
     let mut client = a.connect_v1().await;
     let (epoch, _) = welcome(&mut client).await;
-    for n in 1..=3 {
-        assert_eq!(
-            post(&mut client, &format!("m{n}")).await,
-            Answer::Acked { seq: n, duplicate: false }
-        );
-    }
+    post_numbered(&mut client, 1..=3).await;
     redis.command(&["SET", "wschat:{lobby}:seq", "1"]).await;
     assert_eq!(close_code(&mut client).await, Some(CloseCode::Restart));
     let mut again = a.connect_v1().await;
@@ -584,22 +574,12 @@ async fn through_a_load_balancer_a_client_of_a_killed_node_resumes_on_another() 
     let (epoch, _) = welcome(&mut client).await;
     let mut sender = b.connect_v1().await;
     welcome(&mut sender).await;
-    for n in 1..=5 {
-        assert_eq!(
-            post(&mut sender, &format!("m{n}")).await,
-            Answer::Acked { seq: n, duplicate: false }
-        );
-    }
+    post_numbered(&mut sender, 1..=5).await;
     let seen = messages(&mut client, 5).await;
     assert_eq!(seen.iter().map(|message| message.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     a.kill().await;
     let killed = std::time::Instant::now();
-    for n in 6..=10 {
-        assert_eq!(
-            post(&mut sender, &format!("m{n}")).await,
-            Answer::Acked { seq: n, duplicate: false }
-        );
-    }
+    post_numbered(&mut sender, 6..=10).await;
     assert_eq!(close_code(&mut client).await, None, "node A died without a word");
     let mut back = tokio::time::timeout(PATIENCE, async {
         loop {
