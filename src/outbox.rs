@@ -476,8 +476,37 @@ impl Outbox {
     }
 }
 
+/// A message id: 16 random bytes as a version 4 UUID (RFC 9562), lowercase and hyphenated
+/// (`xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx`). Written here rather than with the uuid crate,
+/// whose formatting goes through `core::fmt` padding for no gain.
+#[must_use]
+pub fn message_id(mut random: [u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    random[6] = (random[6] & 0x0f) | 0x40;
+    random[8] = (random[8] & 0x3f) | 0x80;
+    let mut id = String::with_capacity(36);
+    for (index, byte) in random.into_iter().enumerate() {
+        if matches!(index, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(HEX[usize::from(byte >> 4)]));
+        id.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    id
+}
+
 #[cfg(test)]
 mod tests {
+    /// Message ids are version 4 UUIDs in the usual form, the random bytes in order around the
+    /// version and variant bits.
+    #[test]
+    fn message_ids_are_version_4_uuids() {
+        assert_eq!(message_id([0xff; 16]), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(message_id([0; 16]), "00000000-0000-4000-8000-000000000000");
+        let counting = std::array::from_fn(|index| index as u8);
+        assert_eq!(message_id(counting), "00010203-0405-4607-8809-0a0b0c0d0e0f");
+    }
+
     use super::*;
 
     fn message(id: &str) -> OutgoingMessage {

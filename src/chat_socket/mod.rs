@@ -8,6 +8,8 @@
 //!   protocol v1 (`wschat.v1`): it reconnects with back-off, flushes the outbox in order once
 //!   open, asks for exactly the messages it missed, and pings with a deadline. No component
 //!   touches gloo-net.
+//! - `inbox`: the task's queue of commands and the replies requests wait for.
+//! - `timer`: the browser's `setTimeout` as a future.
 //! - `feed`: the lists' signals, brought up to date with the [`Session`] once per animation frame.
 //! - `storage`: the name, the tab's id and the outbox in the browser's storage.
 //!
@@ -15,17 +17,18 @@
 //! [`Session`], [`crate::heartbeat::Heartbeat`], [`crate::connection::ConnectionMachine`].
 
 mod feed;
+mod inbox;
 mod storage;
 mod task;
+mod timer;
 
 use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures::channel::mpsc::{self, UnboundedSender};
-use futures::channel::oneshot;
-use futures::FutureExt;
-use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use wschat_protocol::limits::MessageLimits;
 use wschat_protocol::rooms::room_name;
@@ -34,7 +37,9 @@ use wschat_protocol::WireError;
 
 use self::feed::Mirror;
 pub use self::feed::{PageView, ReceivedFeed, RoomRow, RoomsFeed, SentFeed, SentRow};
+use self::inbox::{Inbox, Reply};
 use self::storage::OutboxStorage;
+use self::timer::Timer;
 pub use crate::connection::ConnectionState;
 use crate::outbox::{Outbox, OutboxFull, OutgoingMessage, DEFAULT_CAPACITY};
 use crate::reconnect::ReconnectPolicy;
@@ -161,7 +166,7 @@ fn new_message_id() -> String {
     if crypto.get_random_values_with_u8_array(&mut bytes).is_err() {
         unreachable!("16 bytes is far below getRandomValues' 65536-byte limit");
     }
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    crate::outbox::message_id(bytes)
 }
 
 /// What the socket task is asked to do.
@@ -169,7 +174,7 @@ enum Command {
     /// New messages are in the outbox: send them if open.
     Flush,
     /// Send a request and route its reply to `reply`.
-    Request(Request, oneshot::Sender<Result<ServerFrame, RequestError>>),
+    Request(Request, Reply<Result<ServerFrame, RequestError>>),
     /// The user asks to reconnect now (after a loss, a give-up or a close).
     ReconnectNow,
     /// The browser came back online or the tab became visible: a pending retry starts now and an
@@ -187,10 +192,12 @@ pub enum JoinError {
     Name(WireError),
 }
 
-/// What the handle and the socket task share: the session, the signals that mirror it, and
-/// where the outbox is saved.
+/// What the handle and the socket task share: the session, the signals that mirror it, where
+/// the outbox is saved, and the task's commands.
 struct Shared {
     session: RefCell<Session>,
+    /// Closed when the service's owner is cleaned up, which ends the task.
+    commands: Inbox<Command>,
     mirror: Mirror,
     storage: Option<OutboxStorage>,
     /// Set while the browser refuses to save the outbox (storage full or disabled).
@@ -350,7 +357,6 @@ pub struct ChatSocket {
     set_source: WriteSignal<String>,
     reply_timeout: Duration,
     shared: StoredValue<Rc<Shared>, LocalStorage>,
-    commands: StoredValue<UnboundedSender<Command>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -391,6 +397,7 @@ impl ChatSocket {
         }
         let shared = Rc::new(Shared {
             session: RefCell::new(session),
+            commands: Inbox::new(),
             mirror: Mirror::new(),
             storage,
             set_storage_problem,
@@ -408,7 +415,6 @@ impl ChatSocket {
         let (state, set_state) = signal(ConnectionState::Connecting);
         let (last_error, set_last_error) = signal(None);
         let (source, set_source) = signal(source);
-        let (commands, command_receiver) = mpsc::unbounded();
         let socket = Self {
             state,
             received: shared.mirror.received(),
@@ -420,30 +426,22 @@ impl ChatSocket {
             set_source,
             reply_timeout: options.reply_timeout,
             shared: StoredValue::new_local(Rc::clone(&shared)),
-            commands: StoredValue::new(commands.clone()),
         };
-        let task = task::SocketTask::new(
-            url,
-            options,
-            command_receiver,
-            Rc::clone(&shared),
-            set_state,
-            set_last_error,
-        );
+        let task =
+            task::SocketTask::new(url, options, Rc::clone(&shared), set_state, set_last_error);
         // A browser task of its own, independent of any reactive executor.
         wasm_bindgen_futures::spawn_local(task.run());
 
         // Coming back online or to a visible tab is the moment to retry, not when the timer says.
-        let retry = commands.clone();
+        let retry = Rc::clone(&shared);
         let online = window_event_listener_untyped("online", move |_| {
-            // Fails only once the task has ended, and then there is nothing to reconnect.
-            let _ = retry.unbounded_send(Command::Hurry);
+            retry.commands.push(Command::Hurry);
         });
-        let retry = commands.clone();
+        let retry = Rc::clone(&shared);
         let hiding = Rc::clone(&shared);
         let visible = window_event_listener_untyped("visibilitychange", move |_| {
             if document().visibility_state() == web_sys::VisibilityState::Visible {
-                let _ = retry.unbounded_send(Command::Hurry);
+                retry.commands.push(Command::Hurry);
             } else if hiding.sync_scheduled.get() {
                 // The animation frame it waits for will not come while hidden.
                 hiding.sync();
@@ -467,7 +465,6 @@ impl ChatSocket {
         });
         // The claim is renewed while the page lives; now and then, closed tabs are looked for.
         let renewing = Rc::clone(&shared);
-        let flush = commands.clone();
         let renewals = Cell::new(0_u32);
         let renew = set_interval_with_handle(
             move || {
@@ -475,12 +472,13 @@ impl ChatSocket {
                 storage.renew();
                 renewals.set(renewals.get() + 1);
                 if renewals.get().is_multiple_of(ADOPT_EVERY_RENEWALS) && renewing.adopt_orphans() {
-                    let _ = flush.unbounded_send(Command::Flush);
+                    renewing.commands.push(Command::Flush);
                 }
             },
             Duration::from_millis(storage::OWNER_RENEW_MS as u64),
         )
         .ok();
+        let stored = socket.shared;
         on_cleanup(move || {
             online.remove();
             visible.remove();
@@ -489,8 +487,9 @@ impl ChatSocket {
             if let Some(renew) = renew {
                 renew.clear();
             }
-            // Dropping the last sender ends the task, which closes the socket with 1000.
-            commands.close_channel();
+            // Ends the task, which closes the socket with 1000. (Through the stored value: the
+            // clean-up must be `Send`. Clean-ups run before the owner's values are disposed.)
+            stored.with_value(|shared| shared.commands.close());
         });
         socket
     }
@@ -665,18 +664,21 @@ impl ChatSocket {
     /// [`RequestError::Timeout`] when no reply comes within the reply timeout,
     /// [`RequestError::Disconnected`] when the connection is not open or closes first.
     pub async fn request(&self, request: Request) -> Result<ServerFrame, RequestError> {
-        let (reply, answer) = oneshot::channel();
+        // Unanswered when the task drops the request: the connection was not open or closed.
+        let (reply, answer) = inbox::reply_slot(Err(RequestError::Disconnected));
         self.command(Command::Request(request, reply));
         let timeout = u32::try_from(self.reply_timeout.as_millis()).unwrap_or(u32::MAX);
-        futures::select! {
-            answer = answer.fuse() => answer.unwrap_or(Err(RequestError::Disconnected)),
-            () = TimeoutFuture::new(timeout).fuse() => Err(RequestError::Timeout),
-        }
+        let mut timer = Timer::new(timeout);
+        poll_fn(|cx| match answer.poll(cx) {
+            Poll::Ready(answer) => Poll::Ready(answer),
+            Poll::Pending => Pin::new(&mut timer).poll(cx).map(|()| Err(RequestError::Timeout)),
+        })
+        .await
     }
 
+    /// Queues a command for the task; ignored once the owner was cleaned up (the task is gone).
     fn command(&self, command: Command) {
-        // Fails only once the task has ended (the owner was cleaned up): nothing left to do.
-        let _ = self.commands.with_value(|commands| commands.unbounded_send(command));
+        self.shared.with_value(|shared| shared.commands.push(command));
     }
 }
 
@@ -693,5 +695,8 @@ pub fn provide_chat_socket(options: ChatSocketOptions) -> ChatSocket {
 /// When no ancestor called [`provide_chat_socket`]: a wiring mistake, not a runtime condition.
 #[must_use]
 pub fn expect_chat_socket() -> ChatSocket {
-    expect_context::<ChatSocket>()
+    // Not `expect_context`: its message formats the type's name and the caller's location with
+    // `{:?}`, which brought `Debug` for strings (with Unicode escaping tables) into the wasm.
+    use_context::<ChatSocket>()
+        .unwrap_or_else(|| panic!("no ChatSocket here: provide_chat_socket runs at the root"))
 }

@@ -1,20 +1,21 @@
 //! The task that owns the socket: connects, reconnects, and moves frames between the socket and
 //! the [`Session`], asking the feed to redraw.
 
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 
-use futures::channel::mpsc::UnboundedReceiver;
-use futures::channel::oneshot;
-use futures::{future, FutureExt, Sink, StreamExt};
+use futures_core::Stream;
+use futures_sink::Sink;
 use gloo_net::websocket::futures::WebSocket;
 use gloo_net::websocket::{Message, State, WebSocketError};
-use gloo_timers::future::TimeoutFuture;
 use leptos::prelude::*;
 use wschat_protocol::v1::{ClientFrame, ServerFrame, LOBBY, SUBPROTOCOL};
 use wschat_protocol::ErrorCode;
 
+use super::inbox::Reply;
+use super::timer::Timer;
 use super::{ChatSocketOptions, Command, Request, RequestError, Shared};
 use crate::connection::{ConnectionMachine, ConnectionState, Next};
 use crate::heartbeat::{Beat, Heartbeat};
@@ -47,12 +48,11 @@ enum Event {
 pub(super) struct SocketTask {
     url: String,
     options: ChatSocketOptions,
-    commands: UnboundedReceiver<Command>,
     shared: Rc<Shared>,
     set_state: WriteSignal<ConnectionState>,
     set_last_error: WriteSignal<Option<Problem>>,
     /// Replies awaited by [`super::ChatSocket::request`], by request id (a handful at most).
-    pending: Vec<(u64, oneshot::Sender<Result<ServerFrame, RequestError>>)>,
+    pending: Vec<(u64, Reply<Result<ServerFrame, RequestError>>)>,
     next_request_id: u64,
 }
 
@@ -60,7 +60,6 @@ impl SocketTask {
     pub(super) fn new(
         url: String,
         options: ChatSocketOptions,
-        commands: UnboundedReceiver<Command>,
         shared: Rc<Shared>,
         set_state: WriteSignal<ConnectionState>,
         set_last_error: WriteSignal<Option<Problem>>,
@@ -68,7 +67,6 @@ impl SocketTask {
         Self {
             url,
             options,
-            commands,
             shared,
             set_state,
             set_last_error,
@@ -128,13 +126,13 @@ impl SocketTask {
             Next::WaitForUser => None,
         };
         loop {
-            let mut timer = retry_at.map(|at| TimeoutFuture::new(wait_until(at)));
+            let mut timer = retry_at.map(|at| Timer::new(wait_until(at)));
             // `None`: the retry is due.
-            let command = future::poll_fn(|cx| {
-                if let Poll::Ready(command) = self.commands.poll_next_unpin(cx) {
+            let command = poll_fn(|cx| {
+                if let Poll::Ready(command) = self.shared.commands.poll_next(cx) {
                     return Poll::Ready(Some(command));
                 }
-                match timer.as_mut().map(|timer| timer.poll_unpin(cx)) {
+                match timer.as_mut().map(|timer| Pin::new(timer).poll(cx)) {
                     Some(Poll::Ready(())) => Poll::Ready(None),
                     _ => Poll::Pending,
                 }
@@ -153,10 +151,7 @@ impl SocketTask {
                         return true;
                     }
                 }
-                Some(Command::Request(_, reply)) => {
-                    // Nobody is listening for the reply if the receiver is gone already.
-                    let _ = reply.send(Err(RequestError::Disconnected));
-                }
+                Some(Command::Request(_, reply)) => reply.send(Err(RequestError::Disconnected)),
                 // The outbox keeps the messages until the connection is back.
                 Some(Command::Flush) => {}
                 Some(Command::Close) => {
@@ -193,20 +188,20 @@ impl SocketTask {
         // When messages the relay could not store are due to go again.
         let mut retry_flush_at: Option<f64> = None;
         // The timer for the next heartbeat or retry, and when it fires.
-        let mut timer: Option<(f64, TimeoutFuture)> = None;
+        let mut timer: Option<(f64, Timer)> = None;
         loop {
             let wake_at =
                 retry_flush_at.map_or(heartbeat.wake_at(), |at| at.min(heartbeat.wake_at()));
             // Kept from one event to the next while the wake-up time stands: a flood of frames
             // would otherwise set and clear a browser timer per frame.
             if timer.as_ref().is_none_or(|(at, _)| *at != wake_at) {
-                timer = Some((wake_at, TimeoutFuture::new(wait_until(wake_at))));
+                timer = Some((wake_at, Timer::new(wait_until(wake_at))));
             }
             // One poll over everything the connection waits for. gloo-net has no open event: its
             // sink turns ready when the socket opens. (Not split: a `SplitSink` reports ready at
             // once, without asking the socket, which would claim "open" during the handshake.)
-            let event = future::poll_fn(|cx| {
-                if let Poll::Ready(command) = self.commands.poll_next_unpin(cx) {
+            let event = poll_fn(|cx| {
+                if let Poll::Ready(command) = self.shared.commands.poll_next(cx) {
                     return Poll::Ready(Event::Command(command));
                 }
                 // Ready also means "closed" (a failed handshake): only an open socket counts.
@@ -216,11 +211,11 @@ impl SocketTask {
                 {
                     return Poll::Ready(Event::Opened);
                 }
-                if let Poll::Ready(frame) = socket.poll_next_unpin(cx) {
+                if let Poll::Ready(frame) = Pin::new(&mut socket).poll_next(cx) {
                     return Poll::Ready(Event::Frame(frame));
                 }
                 if let Some((_, timer)) = timer.as_mut().filter(|_| opened) {
-                    if timer.poll_unpin(cx).is_ready() {
+                    if Pin::new(timer).poll(cx).is_ready() {
                         return Poll::Ready(Event::Timer);
                     }
                 }
@@ -310,8 +305,7 @@ impl SocketTask {
                                 self.set_last_error.set(Some(problem));
                             }
                             if let Some((reply, frame)) = reply {
-                                // The requester may have timed out and gone.
-                                let _ = reply.send(Ok(frame));
+                                reply.send(Ok(frame));
                             }
                         }
                     }
@@ -353,7 +347,7 @@ impl SocketTask {
                 }
                 Event::Command(Some(Command::Request(request, reply))) => {
                     if !welcomed {
-                        let _ = reply.send(Err(RequestError::Disconnected));
+                        reply.send(Err(RequestError::Disconnected));
                         continue;
                     }
                     let request_id = self.request_id();
@@ -401,7 +395,7 @@ impl SocketTask {
     fn reply_for(
         &mut self,
         frame: &ServerFrame,
-    ) -> Option<(oneshot::Sender<Result<ServerFrame, RequestError>>, ServerFrame)> {
+    ) -> Option<(Reply<Result<ServerFrame, RequestError>>, ServerFrame)> {
         let request_id = match frame {
             ServerFrame::History { request_id, .. } | ServerFrame::Pong { request_id } => {
                 Some(*request_id)
