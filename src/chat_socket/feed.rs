@@ -7,8 +7,11 @@
 //! someone else thus never touches the "Sent" list, and no list is cloned whole per message.
 //!
 //! The lists show the room on screen: when another room is shown, both are drawn anew from its
-//! conversation and its messages (a new `generation` of pages, so no row of the last room is
-//! reused). The room list, presence and typing line change only when the session says so.
+//! conversation and its messages (pages under new keys, so no row of the last room is reused).
+//! The room list, presence and typing line change only when the session says so.
+//!
+//! Every keyed list is keyed by a `u64` from one counter ([`Mirror::new_key`]): the keyed list's
+//! code then exists once in the wasm, not once per key type.
 
 use std::sync::Arc;
 
@@ -23,9 +26,9 @@ use crate::session::{RoomChanges, Session};
 /// One page of received rows, as the page renders it.
 #[derive(Debug, Clone)]
 pub struct PageView {
-    /// Which room showing this is: pages of another room (or of the same room shown again) never
-    /// share a key with these.
-    pub generation: u64,
+    /// The page's key in the list, unique while the page lives: pages of another room (or of the
+    /// same room shown again) never share one with these.
+    pub id: u64,
     /// The page's key in the conversation.
     pub key: u64,
     /// Its rows; set again (a page's worth of `Arc`s) when the page changes.
@@ -46,6 +49,8 @@ pub struct ReceivedFeed {
 /// One row of the "Sent Messages" list.
 #[derive(Debug, Clone)]
 pub struct SentRow {
+    /// The row's key in the list, unique while the page lives.
+    pub key: u64,
     /// The message as typed (its `state` field is the one it had when the row was made).
     pub message: Arc<OutgoingMessage>,
     /// How far its delivery got, kept current.
@@ -62,6 +67,8 @@ pub struct SentFeed {
 /// One room in the room list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRow {
+    /// The row's key in the list, the same for a room as long as it is listed.
+    pub key: u64,
     /// Its name.
     pub name: String,
     /// Messages from others that arrived while it was not shown.
@@ -89,7 +96,8 @@ pub struct RoomsFeed {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Mirror {
     pages: RwSignal<Vec<PageView>>,
-    generation: StoredValue<u64>,
+    /// The next key for a row of a keyed list.
+    next_key: StoredValue<u64>,
     notice: RwSignal<Option<Notice>>,
     dropped: RwSignal<usize>,
     sent: RwSignal<Vec<SentRow>>,
@@ -104,7 +112,7 @@ impl Mirror {
     pub(super) fn new() -> Self {
         Self {
             pages: RwSignal::new(Vec::new()),
-            generation: StoredValue::new(0),
+            next_key: StoredValue::new(0),
             notice: RwSignal::new(None),
             dropped: RwSignal::new(0),
             sent: RwSignal::new(Vec::new()),
@@ -114,6 +122,11 @@ impl Mirror {
             typing: RwSignal::new(Vec::new()),
             directory: RwSignal::new(Vec::new()),
         }
+    }
+
+    /// A key no row of any list has had.
+    fn new_key(&self) -> u64 {
+        self.next_key.try_update_value(|key| std::mem::replace(key, *key + 1)).unwrap_or_default()
     }
 
     pub(super) fn rooms(&self) -> RoomsFeed {
@@ -137,23 +150,27 @@ impl Mirror {
     ) {
         let changes: RoomChanges = session.take_room_changes();
         if changes.shown {
-            self.generation.update_value(|generation| *generation += 1);
             self.shown.set(session.shown().name.clone());
         }
         let room = session.shown().name.clone();
         self.sync_received(&mut session.shown_mut().conversation, changes.shown);
         self.sync_sent(&session.outbox, &room, sent_list || changes.shown, sent_states);
         if changes.list {
+            let old = self.rooms.get_untracked();
             let rows: Vec<RoomRow> = session
                 .rooms()
                 .iter()
                 .map(|room| RoomRow {
+                    key: old
+                        .iter()
+                        .find(|row| row.name == room.name)
+                        .map_or_else(|| self.new_key(), |row| row.key),
                     name: room.name.clone(),
                     unread: room.unread,
                     joined: room.joined,
                 })
                 .collect();
-            if self.rooms.with_untracked(|old| *old != rows) {
+            if old != rows {
                 self.rooms.set(rows);
             }
             if self.directory.with_untracked(|old| old != session.directory()) {
@@ -193,12 +210,11 @@ impl Mirror {
     /// another room's (or shown again), so every page is drawn anew.
     fn sync_received(&self, conversation: &mut Conversation, anew: bool) {
         let changes = conversation.take_changes();
-        let generation = self.generation.get_value();
         if anew {
             let pages = conversation
                 .pages()
                 .map(|page| PageView {
-                    generation,
+                    id: self.new_key(),
                     key: page.key,
                     rows: ArcRwSignal::new(page.rows.clone()),
                 })
@@ -218,7 +234,7 @@ impl Mirror {
                 .map(|page| {
                     while old.next_if(|view| view.key < page.key).is_some() {}
                     old.next_if(|view| view.key == page.key).unwrap_or_else(|| PageView {
-                        generation,
+                        id: self.new_key(),
                         key: page.key,
                         rows: ArcRwSignal::new(page.rows.clone()),
                     })
@@ -256,6 +272,7 @@ impl Mirror {
                 .map(|message| {
                     while old.next_if(|row| row.message.id != message.id).is_some() {}
                     old.next().unwrap_or_else(|| SentRow {
+                        key: self.new_key(),
                         message: Arc::new(message.clone()),
                         state: ArcRwSignal::new(message.state.clone()),
                     })

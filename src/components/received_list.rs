@@ -28,7 +28,7 @@ pub fn ReceivedList() -> impl IntoView {
             <h2>"Received Messages"</h2>
             {move || dropped().map(|text| view! { <p class="dropped" data-testid="dropped-notice">{text}</p> })}
             <ul data-testid="received-list">
-                <For each=move || feed.pages.get() key=|page| (page.generation, page.key) let(page)>
+                <For each=move || feed.pages.get() key=|page| page.id let(page)>
                     <Page page />
                 </For>
             </ul>

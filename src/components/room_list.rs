@@ -25,7 +25,7 @@ pub fn RoomList() -> impl IntoView {
         <nav class="rooms" aria-label="Rooms">
             <h2>"Rooms"</h2>
             <ul data-testid="room-list">
-                <For each=move || rooms.list.get() key=|room| room.name.clone() let(room)>
+                <For each=move || rooms.list.get() key=|room| room.key let(room)>
                     <RoomItem room />
                 </For>
             </ul>
@@ -48,13 +48,19 @@ pub fn RoomList() -> impl IntoView {
                     on:input=move |event| set_name.set(event_target_value(&event))
                 />
                 <datalist id="room-directory">
-                    <For
-                        each=move || rooms.directory.get()
-                        key=|room| (room.room.clone(), room.members)
-                        let(room)
-                    >
-                        <option value=room.room.clone()>{format!("{} here", room.members)}</option>
-                    </For>
+                    // Not keyed: a handful of options, redrawn when the relay lists them again.
+                    {move || {
+                        rooms
+                            .directory
+                            .get()
+                            .into_iter()
+                            .map(|room| {
+                                view! {
+                                    <option value=room.room>{room.members}" here"</option>
+                                }
+                            })
+                            .collect_view()
+                    }}
                 </datalist>
                 <button type="submit" data-testid="room-join-button">
                     "Join"

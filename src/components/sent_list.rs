@@ -16,7 +16,7 @@ pub fn SentList() -> impl IntoView {
         <section class="log">
             <h2>"Sent Messages"</h2>
             <ul data-testid="sent-list">
-                <For each=move || rows.get() key=|row| row.message.id.clone() let(row)>
+                <For each=move || rows.get() key=|row| row.key let(row)>
                     <SentMessage row />
                 </For>
             </ul>
@@ -37,7 +37,7 @@ fn describe(state: &DeliveryState) -> (&'static str, String) {
 #[component]
 fn SentMessage(row: SentRow) -> impl IntoView {
     let socket = expect_chat_socket();
-    let SentRow { message, state } = row;
+    let SentRow { message, state, .. } = row;
     // Owned by this row: disposed with it.
     let state = RwSignal::from(state);
     let word = move || state.with(|state| describe(state).0);
