@@ -64,17 +64,18 @@ pub struct SentFeed {
     pub rows: ReadSignal<Vec<SentRow>>,
 }
 
-/// One room in the room list.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One room in the room list. Its counts are signals of their own, as a sent row's state: a
+/// message arriving in another room changes one number on the page, not the list.
+#[derive(Debug, Clone)]
 pub struct RoomRow {
     /// The row's key in the list, the same for a room as long as it is listed.
     pub key: u64,
     /// Its name.
     pub name: String,
     /// Messages from others that arrived while it was not shown.
-    pub unread: usize,
+    pub unread: ArcRwSignal<usize>,
     /// Whether the relay confirmed this tab is in it (false while connecting or joining).
-    pub joined: bool,
+    pub joined: ArcRwSignal<bool>,
 }
 
 /// The rooms: which this tab is in, which one is shown, and who is there.
@@ -156,21 +157,27 @@ impl Mirror {
         self.sync_received(&mut session.shown_mut().conversation, changes.shown);
         self.sync_sent(&session.outbox, &room, sent_list || changes.shown, sent_states);
         if changes.list {
+            // Rooms still listed keep their row, and their counts change in place.
             let old = self.rooms.get_untracked();
             let rows: Vec<RoomRow> = session
                 .rooms()
                 .iter()
-                .map(|room| RoomRow {
-                    key: old
-                        .iter()
-                        .find(|row| row.name == room.name)
-                        .map_or_else(|| self.new_key(), |row| row.key),
-                    name: room.name.clone(),
-                    unread: room.unread,
-                    joined: room.joined,
+                .map(|room| match old.iter().find(|row| row.name == room.name) {
+                    Some(row) => {
+                        set_if_changed(&row.unread, room.unread);
+                        set_if_changed(&row.joined, room.joined);
+                        row.clone()
+                    }
+                    None => RoomRow {
+                        key: self.new_key(),
+                        name: room.name.clone(),
+                        unread: ArcRwSignal::new(room.unread),
+                        joined: ArcRwSignal::new(room.joined),
+                    },
                 })
                 .collect();
-            if old != rows {
+            if rows.len() != old.len() || rows.iter().zip(&old).any(|(new, old)| new.key != old.key)
+            {
                 self.rooms.set(rows);
             }
             if self.directory.with_untracked(|old| old != session.directory()) {
@@ -296,5 +303,12 @@ impl Mirror {
                 }
             }
         });
+    }
+}
+
+/// Sets `signal` to `value` unless it holds that already (which would redraw for nothing).
+fn set_if_changed<T: PartialEq + Send + Sync + 'static>(signal: &ArcRwSignal<T>, value: T) {
+    if signal.with_untracked(|old| *old != value) {
+        signal.set(value);
     }
 }

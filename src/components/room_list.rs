@@ -79,26 +79,19 @@ pub fn RoomList() -> impl IntoView {
 #[component]
 fn RoomItem(room: RoomRow) -> impl IntoView {
     let socket = expect_chat_socket();
-    let rooms = socket.rooms;
-    let name = room.name.clone();
+    let shown = socket.rooms.shown;
+    let RoomRow { name, unread, joined, .. } = room;
+    // Owned by this row: disposed with it.
+    let (unread, joined) = (RwSignal::from(unread), RwSignal::from(joined));
     let current = {
         let name = name.clone();
-        move || rooms.shown.with(|shown| *shown == name)
+        move || shown.with(|shown| *shown == name)
     };
-    // The row's own state, read from the list (rows are keyed by name and kept across changes).
-    let row = {
-        let name = name.clone();
-        Memo::new(move |_| {
-            rooms.list.with(|list| list.iter().find(|row| row.name == name).cloned())
-        })
-    };
-    let unread = move || row.with(|row| row.as_ref().map_or(0, |row| row.unread));
-    let joined = move || row.with(|row| row.as_ref().is_some_and(|row| row.joined));
     let show = name.clone();
     let attribute = name.clone();
     view! {
         // `data-joined`: whether the relay confirmed this tab in the room (false while joining).
-        <li data-testid="room-item" data-room=attribute data-joined=move || joined().to_string()>
+        <li data-testid="room-item" data-room=attribute data-joined=move || if joined.get() { "true" } else { "false" }>
             <button
                 class="room-button"
                 aria-current=move || current().then_some("page")
@@ -106,7 +99,7 @@ fn RoomItem(room: RoomRow) -> impl IntoView {
             >
                 <span class="room-name">"#"{name}</span>
                 <span class="unread" data-testid="unread-count" aria-label="unread messages">
-                    {move || match unread() {
+                    {move || match unread.get() {
                         0 => String::new(),
                         count => count.to_string(),
                     }}
