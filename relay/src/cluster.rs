@@ -31,6 +31,12 @@
 //! within seconds) and reads the others'; typing signals go through a short stream per room
 //! (`:typing`) that the tail reads with the messages.
 //!
+//! The room directory (a v1 client's `rooms`) spans them too: every second each node writes its
+//! rooms and their member counts under its id in `wschat:{nodes}:rooms` (a hash), and its id in
+//! `wschat:{nodes}` (a sorted set scored by expiry), and reads the other live nodes' lists, which
+//! [`Cluster::rooms_elsewhere`] then answers from memory. A dead node's rooms go within
+//! [`PRESENCE_TTL`]. (Both keys share one hash tag: one slot under Redis Cluster.)
+//!
 //! Health: a ping every half second, and every command's outcome, say whether Redis answers:
 //! `/healthz` answers 503 and `wschat_redis_up` is 0 while it does not, and the log says so once
 //! each way.
@@ -79,6 +85,10 @@ const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a name written by a node stays without being written again: the members of a node
 /// that died disappear from the other nodes' presence within this (plus an interval).
 const PRESENCE_TTL: Duration = Duration::from_secs(5);
+
+/// The sorted set of live nodes (scored by when each expires) and the hash of each node's rooms.
+const NODES: &str = "wschat:{nodes}";
+const NODE_ROOMS: &str = "wschat:{nodes}:rooms";
 
 /// Typing signals a room's typing stream keeps: they are read within moments or not at all.
 const TYPING_KEPT: usize = 100;
@@ -210,6 +220,8 @@ pub struct Cluster {
     metrics: Arc<Metrics>,
     /// Stops the tails and the health check when the relay stops.
     stop: CancellationToken,
+    /// The rooms open on the other live nodes, with their members there, as last read.
+    elsewhere: Mutex<HashMap<String, u64>>,
 }
 
 impl Cluster {
@@ -244,6 +256,7 @@ impl Cluster {
             up: AtomicBool::new(true),
             metrics,
             stop,
+            elsewhere: Mutex::new(HashMap::new()),
         });
         cluster.metrics.redis_up.set(1);
         tokio::spawn(Arc::clone(&cluster).watch());
@@ -370,7 +383,7 @@ impl Cluster {
         let mut written: HashMap<String, BTreeSet<String>> = HashMap::new();
         loop {
             tokio::select! {
-                () = self.stop.cancelled() => return,
+                () = self.stop.cancelled() => break,
                 () = tokio::time::sleep(PRESENCE_INTERVAL) => {}
             }
             let now = now_ms();
@@ -423,7 +436,68 @@ impl Cluster {
                 room.set_names_elsewhere(elsewhere);
             }
             written = here_now;
+            self.share_rooms(&mut commands, &open, now, expires).await;
         }
+        // Stopping: this node's rooms leave the directory at once (best effort).
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREM").arg(NODES).arg(&self.node).ignore();
+        pipe.cmd("HDEL").arg(NODE_ROOMS).arg(&self.node).ignore();
+        let _: Result<(), RedisError> = pipe.query_async(&mut commands).await;
+    }
+
+    /// Writes this node's rooms with members (`room count` per line) and reads the other live
+    /// nodes', for [`Cluster::rooms_elsewhere`]; forgets the lists of nodes that expired.
+    async fn share_rooms(
+        &self,
+        commands: &mut ConnectionManager,
+        open: &[Arc<Room>],
+        now: u64,
+        expires: u64,
+    ) {
+        let lines: Vec<String> = open
+            .iter()
+            .filter(|room| room.len() > 0)
+            .map(|room| format!("{} {}", room.name(), room.len()))
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE").arg(NODES).arg("-inf").arg(now).ignore();
+        pipe.cmd("ZADD").arg(NODES).arg(expires).arg(&self.node).ignore();
+        pipe.cmd("HSET").arg(NODE_ROOMS).arg(&self.node).arg(lines.join("\n")).ignore();
+        pipe.cmd("ZRANGE").arg(NODES).arg(0).arg(-1);
+        pipe.cmd("HGETALL").arg(NODE_ROOMS);
+        let read: Result<(Vec<String>, HashMap<String, String>), RedisError> =
+            pipe.query_async(commands).await;
+        self.answered(&read);
+        let Ok((live, lists)) = read else { return };
+        let mut elsewhere: HashMap<String, u64> = HashMap::new();
+        let mut expired = Vec::new();
+        for (node, list) in &lists {
+            if *node == self.node {
+                continue;
+            }
+            if !live.contains(node) {
+                expired.push(node.as_str());
+                continue;
+            }
+            for line in list.lines() {
+                if let Some((room, count)) = line.split_once(' ') {
+                    *elsewhere.entry(room.to_owned()).or_default() += count.parse().unwrap_or(0);
+                }
+            }
+        }
+        *self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner) = elsewhere;
+        if !expired.is_empty() {
+            let gone: Result<(), RedisError> =
+                redis::cmd("HDEL").arg(NODE_ROOMS).arg(expired).query_async(commands).await;
+            self.answered(&gone);
+        }
+    }
+
+    /// The rooms open on the other live nodes and how many are in each there, as read within the
+    /// last second or so (empty until the first read, and while Redis does not answer).
+    #[must_use]
+    pub fn rooms_elsewhere(&self) -> HashMap<String, u64> {
+        self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Reads `room` from Redis, opening it in a new epoch if Redis holds none: its epoch, latest

@@ -287,15 +287,19 @@ impl Rooms {
     }
 
     /// The open rooms with members for which `may_join` says yes, most members first (then by
-    /// name), as many as fit `max_bytes` of the answer.
+    /// name), as many as fit `max_bytes` of the answer. With `--redis`, the rooms of every node,
+    /// their members counted on all of them.
     #[must_use]
     pub fn list(&self, may_join: impl Fn(&str) -> bool, max_bytes: usize) -> ServerFrame {
-        let mut rooms: Vec<RoomInfo> = self
-            .lock()
-            .values()
-            .filter_map(|slot| slot.get())
-            .filter(|room| room.len() > 0 && may_join(room.name()))
-            .map(|room| RoomInfo { room: room.name().to_owned(), members: room.len() as u64 })
+        let mut members =
+            self.core.cluster.as_ref().map(|c| c.rooms_elsewhere()).unwrap_or_default();
+        for room in self.lock().values().filter_map(|slot| slot.get()) {
+            *members.entry(room.name().to_owned()).or_default() += room.len() as u64;
+        }
+        let mut rooms: Vec<RoomInfo> = members
+            .into_iter()
+            .filter(|(room, members)| *members > 0 && may_join(room))
+            .map(|(room, members)| RoomInfo { room, members })
             .collect();
         rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
         // About what each entry takes: `{"room":"","members":}` and its number, a comma.

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wschat_protocol::rooms::LOBBY;
-use wschat_protocol::v1::{ClientFrame, ServerFrame, StoredMessage};
+use wschat_protocol::v1::{ClientFrame, RoomInfo, ServerFrame, StoredMessage};
 use wschat_protocol::ErrorCode;
 use wschat_relay::Config;
 
@@ -680,4 +680,53 @@ async fn typing_reaches_the_other_node() {
     .await
     .expect("ada was never told that bob is typing");
     assert_eq!((told.0.as_str(), told.1.as_str()), (LOBBY, "bob"));
+}
+
+/// Reads until the answer to `rooms` (asked again every 200 ms) is exactly `expected`.
+async fn directory_becomes(client: &mut Client, expected: &[(&str, u64)]) {
+    let expected: Vec<RoomInfo> = expected
+        .iter()
+        .map(|(room, members)| RoomInfo { room: (*room).to_owned(), members: *members })
+        .collect();
+    let mut last = Vec::new();
+    let found = tokio::time::timeout(PATIENCE, async {
+        loop {
+            send_v1(client, &ClientFrame::Rooms {}).await;
+            loop {
+                if let ServerFrame::Rooms { rooms } = next_v1_any(client).await {
+                    last = rooms;
+                    break;
+                }
+            }
+            if last == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "the directory never became {expected:?}; last: {last:?}");
+}
+
+/// The room directory spans the nodes: a room open only on node A is listed to a client of node
+/// B, members counted on both nodes; when node A is killed with SIGKILL, its rooms and members
+/// leave B's directory within the expiry.
+#[tokio::test]
+async fn the_room_directory_spans_the_nodes() {
+    let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
+    let url = redis.url();
+    let a = RelayProcess::start(&[std::ffi::OsStr::new("--redis"), url.as_ref()]).await;
+    let b = node(&redis).await;
+    let mut ada = connect_v1_to(a.address, "/ws?name=ada").await;
+    let mut bob = connect_v1_to(b.address, "/ws?name=bob").await;
+    for room in ["only-a", "both"] {
+        send_v1(&mut ada, &ClientFrame::Join { room: room.into(), after: None }).await;
+    }
+    send_v1(&mut bob, &ClientFrame::Join { room: "both".into(), after: None }).await;
+    directory_becomes(&mut bob, &[("both", 2), (LOBBY, 2), ("only-a", 1)]).await;
+    directory_becomes(&mut ada, &[("both", 2), (LOBBY, 2), ("only-a", 1)]).await;
+    a.kill().await;
+    let killed = std::time::Instant::now();
+    directory_becomes(&mut bob, &[("both", 1), (LOBBY, 1)]).await;
+    assert!(killed.elapsed() < Duration::from_secs(10), "gone within the expiry");
 }
