@@ -15,7 +15,8 @@ pub const SOCKET_PATH: &str = "/ws";
 /// `location.protocol` reports it) from `page_host` (`location.host`, port included).
 ///
 /// A non-blank `relay_override` (the `?relay=` query parameter) wins as given, so a page can talk
-/// to any relay: `?relay=ws://127.0.0.1:5000/ws`.
+/// to any relay: `?relay=ws://127.0.0.1:5000/ws`, or to the first of several that answers, in
+/// turn: `?relay=wss://a.example.org/ws,wss://b.example.org/ws` (see [`nth`]).
 #[must_use]
 pub fn socket_url(page_protocol: &str, page_host: &str, relay_override: Option<&str>) -> String {
     if let Some(relay) = relay_override.map(str::trim).filter(|relay| !relay.is_empty()) {
@@ -48,7 +49,17 @@ pub fn with_token(url: &str, token: Option<&str>) -> String {
     }
 }
 
-/// The socket URL for the page this app runs in (see [`socket_url`]).
+/// The relays in `urls`, separated by commas (blanks ignored), in turn: the `n`th, counting
+/// round.
+#[must_use]
+pub fn nth(urls: &str, n: usize) -> &str {
+    let each = urls.split(',').map(str::trim).filter(|url| !url.is_empty());
+    let count = each.clone().count().max(1);
+    each.clone().nth(n % count).unwrap_or(urls)
+}
+
+/// The socket URL for the page this app runs in (see [`socket_url`]), or several separated by
+/// commas, each with the page's token.
 #[must_use]
 pub fn for_current_page() -> String {
     let location = leptos::prelude::window().location();
@@ -60,7 +71,15 @@ pub fn for_current_page() -> String {
         &location.host().unwrap_or_default(),
         relay.as_deref(),
     );
-    with_token(&url, parameter("token").as_deref())
+    let token = parameter("token");
+    let mut urls = String::new();
+    for url in url.split(',') {
+        if !urls.is_empty() {
+            urls.push(',');
+        }
+        urls.push_str(&with_token(url.trim(), token.as_deref()));
+    }
+    urls
 }
 
 #[cfg(test)]
@@ -89,6 +108,18 @@ mod tests {
         assert_eq!(with_token("ws://h/ws", Some("a b&c")), "ws://h/ws?token=a%20b%26c");
         assert_eq!(with_token("ws://h/ws", None), "ws://h/ws");
         assert_eq!(with_token("ws://h/ws", Some(" ")), "ws://h/ws");
+    }
+
+    /// Several relays, separated by commas, are tried in turn; blanks between commas are ignored.
+    #[test]
+    fn several_relays_are_tried_in_turn() {
+        use super::nth;
+        assert_eq!(nth("ws://a/ws", 0), "ws://a/ws");
+        assert_eq!(nth("ws://a/ws", 3), "ws://a/ws");
+        let two = "ws://a/ws, ws://b/ws,,";
+        let turns: Vec<&str> = (0..4).map(|n| nth(two, n)).collect();
+        assert_eq!(turns, ["ws://a/ws", "ws://b/ws", "ws://a/ws", "ws://b/ws"]);
+        assert_eq!(nth("", 1), "");
     }
 
     /// `?relay=` points the page at any relay; a blank one is ignored.

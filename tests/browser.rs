@@ -364,6 +364,17 @@ async fn unreachable_relay_is_retried_with_back_off() {
     assert!(error.contains("Cannot reach the relay"), "{error}");
 }
 
+/// Given several relays, the page tries the next after each lost connection: the first one here
+/// is dead, the second answers, and messages go through it.
+#[wasm_bindgen_test]
+async fn the_next_relay_of_a_list_is_tried() {
+    let (_owner, socket) = open_socket(options(format!("{}, {}", dead_relay(), relay()), "rover"));
+    until("open on the second relay", || socket.state.get_untracked() == ConnectionState::Open)
+        .await;
+    socket.send("through the second").unwrap();
+    until("delivered", || outbox_states(&socket) == ["delivered"]).await;
+}
+
 /// A new tab shows recent history: what was said before it opened, once each, in order.
 #[wasm_bindgen_test]
 async fn a_new_tab_shows_recent_history() {

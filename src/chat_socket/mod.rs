@@ -89,8 +89,9 @@ pub enum Request {
 /// page (its address, the saved name) is resolved when the service opens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatSocketOptions {
-    /// The relay's socket URL. `None` (the default): the page's own origin at `/ws`, or
-    /// `?relay=` (see [`crate::relay_url`]).
+    /// The relay's socket URL, or several separated by commas: each lost connection then tries
+    /// the next (for relays on one Redis without a load balancer in front). `None` (the default):
+    /// the page's own origin at `/ws`, or `?relay=` (see [`crate::relay_url`]).
     pub url: Option<String>,
     /// The display name put on every message as `source`. `None` (the default): the name saved
     /// in localStorage, else `guest-` and four random digits.

@@ -46,7 +46,10 @@ enum Event {
 /// The task that owns the socket: connects, reconnects, and keeps the session and the signals
 /// up to date.
 pub(super) struct SocketTask {
+    /// The relay, or several separated by commas, tried in turn: one after each lost connection.
     url: String,
+    /// Connections lost so far, which picks the relay of the next attempt.
+    lost: usize,
     options: ChatSocketOptions,
     shared: Rc<Shared>,
     set_state: WriteSignal<ConnectionState>,
@@ -66,6 +69,7 @@ impl SocketTask {
     ) -> Self {
         Self {
             url,
+            lost: 0,
             options,
             shared,
             set_state,
@@ -96,6 +100,7 @@ impl SocketTask {
                 }
                 Ended::Closed => machine.closed_by_user(),
                 Ended::Lost(problem) => {
+                    self.lost += 1;
                     let reason = problem.to_string();
                     let is_final = problem.is_final();
                     self.set_last_error.set(Some(problem));
@@ -166,15 +171,16 @@ impl SocketTask {
     /// One connection, from opening to its end.
     async fn connect(&mut self, machine: &mut ConnectionMachine) -> Ended {
         // The name goes along, so that the others see who is in a room before they write.
+        let relay = crate::relay_url::nth(&self.url, self.lost);
         let url = {
             let name = js_sys::encode_uri_component(&self.shared.session.borrow().source);
-            let separator = if self.url.contains('?') { '&' } else { '?' };
-            format!("{}{separator}name={name}", self.url)
+            let separator = if relay.contains('?') { '&' } else { '?' };
+            format!("{relay}{separator}name={name}")
         };
         let mut socket = match WebSocket::open_with_protocol(&url, SUBPROTOCOL) {
             Ok(socket) => socket,
             Err(error) => {
-                let (url, detail) = (self.url.clone(), error.to_string());
+                let (url, detail) = (relay.to_owned(), error.to_string());
                 return Ended::Lost(Problem::CannotOpen { url, detail });
             }
         };
