@@ -296,10 +296,9 @@ impl Shared {
             }
         }
         if adopted {
-            self.sync();
-        }
-        if adopted {
+            // Their rooms are joined before the lists are drawn, so they show at once.
             self.join_rooms_of_undelivered();
+            self.sync();
         }
         adopted
     }
