@@ -301,12 +301,13 @@ const NAME: &str = "wschat-load";
 /// Opens connection `index`'s socket and, for v1, waits for the relay's welcome (with rooms, a
 /// refusal of the lobby will do: a crowd of load connections may fill it) and joins its room.
 async fn open(plan: &Plan, index: usize) -> Result<Socket, OpenError> {
+    let url = plan.url_of(index);
     let url = match plan.protocol {
         Protocol::V1 => {
-            let separator = if plan.url.contains('?') { '&' } else { '?' };
-            format!("{}{separator}name={NAME}", plan.url)
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}name={NAME}")
         }
-        Protocol::Tutorial => plan.url.clone(),
+        Protocol::Tutorial => url.to_owned(),
     };
     let mut request = url.as_str().into_client_request()?;
     if plan.protocol == Protocol::V1 {

@@ -36,6 +36,11 @@ struct Args {
     /// that wants a token, add ?token=...).
     #[arg(long)]
     url: String,
+    /// Connect the receivers here instead, in turn (repeat it: receiver k goes to the k-th URL
+    /// modulo their number), e.g. relays sharing rooms through Redis, the senders staying on
+    /// --url. Include --url itself to keep some receivers there.
+    #[arg(long = "receiver-url", value_name = "URL")]
+    receiver_urls: Vec<String>,
     /// Sockets to open, senders included.
     #[arg(long, default_value_t = 100)]
     connections: usize,
@@ -101,6 +106,7 @@ impl Args {
     fn plan(&self) -> Plan {
         Plan {
             url: self.url.clone(),
+            receiver_urls: self.receiver_urls.clone(),
             protocol: match self.protocol {
                 ProtocolArg::V1 => Protocol::V1,
                 ProtocolArg::Tutorial => Protocol::Tutorial,

@@ -29,8 +29,13 @@ impl Protocol {
 /// What a run does. Connections `0..senders` send; the others only receive.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The relay's socket URL, `ws://` or `wss://`.
+    /// The relay's socket URL, `ws://` or `wss://`: the senders connect there, and the
+    /// receivers too unless `receiver_urls` names others.
     pub url: String,
+    /// Where the receivers connect instead, in turn (receiver `k` to `receiver_urls[k % len]`):
+    /// several relays sharing rooms through Redis, say, so that messages sent on one are
+    /// measured as they arrive on each. Empty: at `url`, with the senders.
+    pub receiver_urls: Vec<String>,
     pub protocol: Protocol,
     /// Sockets to open, senders included.
     pub connections: usize,
@@ -68,6 +73,7 @@ impl Plan {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            receiver_urls: Vec::new(),
             protocol: Protocol::V1,
             connections: 100,
             senders: 1,
@@ -106,6 +112,18 @@ impl Plan {
         }
     }
 
+    /// The socket URL connection `index` opens: `url` for the senders, the receivers'
+    /// URLs in turn for the others.
+    #[must_use]
+    pub fn url_of(&self, index: usize) -> &str {
+        match index.checked_sub(self.senders) {
+            Some(receiver) if !self.receiver_urls.is_empty() => {
+                &self.receiver_urls[receiver % self.receiver_urls.len()]
+            }
+            _ => &self.url,
+        }
+    }
+
     /// Sending stops after this long: `duration`, or 10 s when neither it nor `messages` is set.
     #[must_use]
     pub fn send_for(&self) -> Option<Duration> {
@@ -128,8 +146,11 @@ impl Plan {
     /// # Errors
     /// The first setting that does not.
     pub fn check(&self) -> Result<(), PlanError> {
-        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
-            return Err(PlanError::Url(self.url.clone()));
+        let is_socket_url = |url: &str| url.starts_with("ws://") || url.starts_with("wss://");
+        if let Some(url) =
+            std::iter::once(&self.url).chain(&self.receiver_urls).find(|url| !is_socket_url(url))
+        {
+            return Err(PlanError::Url(url.clone()));
         }
         if self.connections == 0 {
             return Err(PlanError::NoConnections);
@@ -230,5 +251,21 @@ mod tests {
         assert_eq!(rooms, ["load-0", "load-1", "load-2", "load-0", "load-1"]);
         assert_eq!(Plan::new("ws://x").room(4), "lobby");
         assert_eq!(Plan::new("ws://x").room_index(4), 0);
+    }
+
+    /// Senders connect to `url`; receivers go round `receiver_urls` when it names any.
+    #[test]
+    fn receivers_go_round_their_urls() {
+        let plan = Plan {
+            senders: 2,
+            connections: 6,
+            receiver_urls: vec!["ws://a".into(), "ws://b".into()],
+            ..Plan::new("ws://a")
+        };
+        let urls: Vec<_> = (0..6).map(|index| plan.url_of(index)).collect();
+        assert_eq!(urls, ["ws://a", "ws://a", "ws://a", "ws://b", "ws://a", "ws://b"]);
+        assert_eq!(Plan::new("ws://x").url_of(5), "ws://x");
+        let bad = Plan { receiver_urls: vec!["http://b".into()], ..plan };
+        assert_eq!(bad.check(), Err(PlanError::Url("http://b".into())));
     }
 }

@@ -17,6 +17,9 @@ pub struct Summary {
     /// Always `"summary"` (the last line of `--json` output).
     pub event: &'static str,
     pub url: String,
+    /// Where the receivers connected, when not at `url` (`--receiver-url`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub receiver_urls: Vec<String>,
     pub protocol: &'static str,
     /// The rooms the connections were spread over (`--rooms`); `null`: all in the lobby.
     pub rooms: Option<usize>,
@@ -163,6 +166,7 @@ impl Summary {
         Self {
             event: "summary",
             url: plan.url.clone(),
+            receiver_urls: plan.receiver_urls.clone(),
             protocol: plan.protocol.as_str(),
             rooms: plan.rooms,
             connections: Connections {
@@ -256,6 +260,9 @@ impl fmt::Display for Summary {
             },
             if self.interrupted { ", interrupted" } else { "" }
         )?;
+        if !self.receiver_urls.is_empty() {
+            writeln!(f, "  receivers at  {}", self.receiver_urls.join(", "))?;
+        }
         writeln!(
             f,
             "  connections   {} held of {} ({} failed to open, {} closed by the relay)",

@@ -10,6 +10,8 @@
 //! `WSCHAT_REQUIRE_REDIS` is set (`cargo xtask test` installs both and sets it), where they fail.
 
 mod common;
+#[path = "common/haproxy.rs"]
+mod haproxy;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -503,9 +505,10 @@ async fn leaving_a_room_shows_on_the_other_node_at_once() {
     assert!(left.elapsed() < Duration::from_secs(4), "before the expiry (5 s)");
 }
 
-/// An HAProxy of this test's own in front of `relays`: `balance first`, so that every client
-/// goes to the first relay while it is up (the test knows which one it is on), health-checked on
-/// `/healthz` every 200 ms. `None` (SKIPPED) when `haproxy` is not installed.
+/// An HAProxy of this test's own in front of `relays`: the sample `deploy/haproxy.cfg` (checks
+/// on `/healthz`, a connection refused by a dead relay retried on another), with `balance first`
+/// so that every client goes to the first relay while it is up (the test knows which one it is
+/// on). `None` (SKIPPED) when `haproxy` is not installed.
 struct LoadBalancer {
     address: SocketAddr,
     _dir: tempfile::TempDir,
@@ -517,16 +520,9 @@ impl LoadBalancer {
         let binary = required("haproxy")?;
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
-        let mut config = format!(
-            "defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  \
-             timeout server 30s\n  timeout tunnel 1h\n  retries 3\n  option redispatch\n\
-             frontend chat\n  bind 127.0.0.1:{port}\n  default_backend relays\n\
-             backend relays\n  balance first\n  option httpchk GET /healthz\n"
-        );
-        for (n, relay) in relays.iter().enumerate() {
-            config
-                .push_str(&format!("  server relay{n} {relay} check inter 200ms fall 1 rise 1\n"));
-        }
+        let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy.cfg");
+        let sample = std::fs::read_to_string(sample).unwrap();
+        let config = haproxy::haproxy_config(&sample, port, relays, Some("first"));
         let file = dir.path().join("haproxy.cfg");
         std::fs::write(&file, config).unwrap();
         let child = Command::new(binary)

@@ -1,5 +1,8 @@
 //! End-to-end scenarios: the release build, served by the real relay, driven in real browsers
-//! through WebDriver (chromedriver for Chromium, geckodriver for Firefox).
+//! through WebDriver (chromedriver for Chromium, geckodriver for Firefox). `failover` holds the
+//! one with two relays on Redis behind HAProxy.
+
+mod failover;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -192,10 +195,15 @@ pub enum Scenario {
     /// With `--jwt-secret`, a token whose `rooms` claim does not cover a room is refused it: the
     /// page says so and stays in the lobby.
     ARoomTheTokenDoesNotAllowIsRefused,
+    /// Two relays on one Redis behind HAProxy: the relay the page is on is killed with SIGKILL
+    /// in the middle of a stream of messages; the page reconnects through HAProxy to the other
+    /// and resumes exactly (every message once, in order), and what was typed meanwhile is
+    /// delivered.
+    FailoverThroughALoadBalancer,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::TwoTabsChat,
         Self::SendWhileTheRelayIsDown,
         Self::ACutOffTabCatchesUp,
@@ -204,6 +212,7 @@ impl Scenario {
         Self::AnExpiredTokenAsksForANewOne,
         Self::ARoomLinkOpensTheRoom,
         Self::ARoomTheTokenDoesNotAllowIsRefused,
+        Self::FailoverThroughALoadBalancer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -220,6 +229,9 @@ impl Scenario {
             Self::ARoomTheTokenDoesNotAllowIsRefused => {
                 "a room the token does not allow is refused and the page says so"
             }
+            Self::FailoverThroughALoadBalancer => {
+                "a page on a relay killed with SIGKILL resumes exactly on another through HAProxy"
+            }
         }
     }
 
@@ -228,6 +240,10 @@ impl Scenario {
     /// # Errors
     /// What the user would have seen go wrong.
     pub fn run(self, browser: Browser, dist: &Path) -> anyhow::Result<()> {
+        if self == Self::FailoverThroughALoadBalancer {
+            // Its own relays, on Redis, behind HAProxy.
+            return block_on(failover::run(browser, dist));
+        }
         block_on(async {
             let relay_args = match self {
                 Self::AnExpiredTokenAsksForANewOne | Self::ARoomTheTokenDoesNotAllowIsRefused => {
@@ -245,6 +261,7 @@ impl Scenario {
                 Self::AnExpiredTokenAsksForANewOne => an_expired_token(&session).await,
                 Self::ARoomLinkOpensTheRoom => a_room_link(&session).await,
                 Self::ARoomTheTokenDoesNotAllowIsRefused => a_forbidden_room(&session).await,
+                Self::FailoverThroughALoadBalancer => unreachable!("run on its own above"),
             };
             session.close().await?;
             outcome

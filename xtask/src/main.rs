@@ -12,11 +12,13 @@
 //!
 //! Modules: `setup` (installs), `process` (child processes and ports), `e2e` (WebDriver
 //! scenarios), `suite` (the stages of `test`), `relay_control` (a relay the browser tests restart),
+//! `nodes` (a Redis and an HAProxy of the caller's own, for relays sharing rooms),
 //! `soak` (the soak benchmark), `bench` (the benchmark and its table; `bench/browser.rs` its
 //! browser rows).
 
 mod bench;
 mod e2e;
+mod nodes;
 mod process;
 mod relay_control;
 mod setup;
