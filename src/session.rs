@@ -83,26 +83,37 @@ impl Problem {
     }
 }
 
+/// What the page says: in the user's words (no close codes), what happened and what the page
+/// does about it. The relay's close reason, written for people, is kept where it says more.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why =
-            |reason: &str| if reason.is_empty() { String::new() } else { format!(": {reason}") };
         match self {
             Self::CannotOpen { url, detail } => {
-                write!(f, "Cannot open a socket to {url}: {detail}")
+                write!(f, "The chat server's address {url} cannot be used: {detail}")
             }
-            Self::Unreachable { code, reason } => {
-                write!(f, "Cannot reach the relay (code {code}{})", why(reason))
+            Self::Unreachable { .. } => f.write_str(
+                "The chat server cannot be reached; trying again. Messages you write wait here.",
+            ),
+            // Going away, or restarting (a new epoch): the relay is on its way back.
+            Self::Lost { code: 1001 | 1012, .. } => {
+                f.write_str("The chat server restarted; reconnecting")
             }
-            Self::Lost { code, reason } => {
-                write!(f, "Lost the connection (code {code}{})", why(reason))
+            Self::Lost { reason, .. } if !reason.is_empty() => {
+                write!(f, "The chat server closed the connection ({reason}); reconnecting")
             }
-            Self::HeartbeatTimeout => f.write_str("The relay stopped answering: reconnecting"),
-            Self::SendFailed(detail) => write!(f, "Sending failed: {detail}"),
-            Self::Refused(error) => write!(f, "The relay refused a request: {error}"),
-            Self::Unavailable => {
-                f.write_str("The relay cannot store messages right now: they will be sent again")
+            Self::Lost { .. } => f.write_str("The connection was lost; reconnecting"),
+            Self::HeartbeatTimeout => {
+                f.write_str("The chat server stopped answering; reconnecting")
             }
+            Self::SendFailed(detail) => {
+                write!(f, "A message could not be sent ({detail}); reconnecting")
+            }
+            Self::Refused(error) => {
+                write!(f, "The chat server refused a request: {error}")
+            }
+            Self::Unavailable => f.write_str(
+                "The chat server cannot store messages right now; yours will be sent again shortly",
+            ),
             Self::RoomRefused { room, error } => {
                 write!(f, "You cannot join the room {room}: {}", error.message)
             }
