@@ -45,7 +45,7 @@ fn Page(page: PageView) -> impl IntoView {
             // Four elements, no wrapper: a flood builds and lays out thousands of these.
             <li class=if row.mine { "message mine" } else { "message" }>
                 <span class="source">{row.message.source.clone()}</span>
-                <time>{clock(row.message.sent_at_ms)}</time>
+                {clock(row.message.sent_at_ms)}
                 <span class="content">{row.message.content.clone()}</span>
             </li>
         </For>

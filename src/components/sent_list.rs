@@ -48,7 +48,7 @@ fn SentMessage(row: SentRow) -> impl IntoView {
         <li class=move || format!("message mine {}", word()) data-state=word>
             <span class="meta">
                 <span class="source">{message.source.clone()}</span>
-                <time>{clock(message.created_at_ms)}</time>
+                {clock(message.created_at_ms)}
                 <span class="delivery">{explanation}</span>
             </span>
             <span class="content">{message.content.clone()}</span>
