@@ -786,3 +786,19 @@ async fn the_tutorial_client_chats_with_the_app_in_the_lobby() {
         }
     }
 }
+
+/// After clicking Send the focus is back in the message box, ready for the next message.
+#[wasm_bindgen_test]
+async fn the_focus_returns_to_the_message_box_after_send() {
+    let (page, _app) = mount_app(options(relay(), "focused"));
+    until("the page to connect", || status(&page) == "connected").await;
+    let composer: HtmlTextAreaElement = by_testid(&page, "composer");
+    type_into(&composer, "sent with the button");
+    let send: HtmlButtonElement = by_testid(&page, "send");
+    // As a click would: the button takes the focus, then fires.
+    send.focus().unwrap();
+    send.click();
+    until("the message under Sent", || !list_texts(&page, "sent-list").is_empty()).await;
+    let focused = document().active_element().expect("something has the focus");
+    assert_eq!(focused, composer.unchecked_into::<web_sys::Element>());
+}
