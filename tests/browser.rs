@@ -787,6 +787,67 @@ async fn the_tutorial_client_chats_with_the_app_in_the_lobby() {
     }
 }
 
+/// The page's screen-reader announcement of what arrives live (a visually hidden status).
+fn announced(page: &HtmlElement) -> String {
+    page.query_selector(".sr-only[role=status]")
+        .unwrap()
+        .expect("the page has a live announcement")
+        .text_content()
+        .unwrap_or_default()
+}
+
+/// Watches the announcement for `milliseconds`, every 10 ms; returns each text it showed, in
+/// order (the starting text excluded).
+async fn announcements_during(page: &HtmlElement, milliseconds: i32) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut last = announced(page);
+    for _ in 0..milliseconds / 10 {
+        sleep(10).await;
+        let now = announced(page);
+        if now != last {
+            seen.push(now.clone());
+            last = now;
+        }
+    }
+    seen
+}
+
+/// A screen reader hears what others say as it arrives: a burst once, counted, with the newest
+/// message read out; never the history shown on joining a room, never the user's own messages.
+#[wasm_bindgen_test]
+async fn live_messages_are_announced_once_per_burst() {
+    let room = unique_room("heard");
+    let (_other_owner, other) = open_socket(room_options(relay(), "speaker", &room));
+    until("the other tab to connect", || other.state.get_untracked().is_open()).await;
+    other.send("said before you came").unwrap();
+    until("delivered", || outbox_states(&other) == ["delivered"]).await;
+    let speaker = name_of(&other);
+
+    // Opened in the lobby, then into the room, whose history shows (and is not announced).
+    let (page, _app) = mount_app(options(relay(), "listener"));
+    until("the page to connect", || status(&page) == "connected").await;
+    let join: web_sys::HtmlInputElement = by_testid(&page, "room-join");
+    join.set_value(&room);
+    join.dispatch_event(&web_sys::Event::new("input").unwrap()).unwrap();
+    by_testid::<HtmlButtonElement>(&page, "room-join-button").click();
+    until("the history", || list_from(&page, "received-list", &speaker).len() == 1).await;
+    let composer: HtmlTextAreaElement = by_testid(&page, "composer");
+    type_into(&composer, "my own words");
+    by_testid::<HtmlButtonElement>(&page, "send").click();
+    until("my message delivered", || sent_state(&page, 0) == "delivered").await;
+    assert_eq!(announcements_during(&page, 1_500).await, Vec::<String>::new());
+
+    for n in 1..=5 {
+        other.send(&format!("burst {n}")).unwrap();
+    }
+    let heard = announcements_during(&page, 2_500).await;
+    assert_eq!(heard, [format!("5 new messages; the latest, {speaker}: burst 5")]);
+
+    other.send("and one more").unwrap();
+    let heard = announcements_during(&page, 2_000).await;
+    assert_eq!(heard, [format!("{speaker}: and one more")]);
+}
+
 /// After clicking Send the focus is back in the message box, ready for the next message.
 #[wasm_bindgen_test]
 async fn the_focus_returns_to_the_message_box_after_send() {

@@ -1,13 +1,21 @@
 //! "Received Messages": what others sent, once each, in the relay's order.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
 use leptos::prelude::*;
 
+use crate::announce::Burst;
 use crate::chat_socket::{expect_chat_socket, PageView};
 use crate::components::clock;
 use crate::conversation::KEPT;
 
 /// One `<li>` per message: name, time and content, as text. Messages sent under this tab's own
 /// name (from another tab, or before a reload) are styled as the user's own.
+///
+/// What arrives live from others is announced to screen readers, once per burst (never a
+/// history load, never the user's own messages).
 ///
 /// Rendered a page of rows at a time (see [`crate::conversation`]): a new message redraws one
 /// page, whatever the length of the list. Past the newest [`KEPT`] messages the oldest leave, and
@@ -23,6 +31,26 @@ pub fn ReceivedList() -> impl IntoView {
             )
         })
     };
+    let (said, set_said) = signal(String::new());
+    let burst = Rc::new(RefCell::new(Burst::default()));
+    Effect::new(move |heard: Option<usize>| {
+        let total = feed.arrived.get();
+        let count = total - heard.unwrap_or(total);
+        if count > 0 {
+            // The newest message is the last row of the last page.
+            let newest = feed.pages.with_untracked(|pages| {
+                pages.last().and_then(|page| page.rows.with_untracked(|rows| rows.last().cloned()))
+            });
+            if let Some(newest) = newest {
+                let message = &newest.message;
+                let now = js_sys::Date::now();
+                if burst.borrow_mut().arrived(count, &message.source, &message.content, now) {
+                    announce_when_over(Rc::clone(&burst), set_said);
+                }
+            }
+        }
+        total
+    });
     view! {
         <section class="log">
             <h2>"Received Messages"</h2>
@@ -32,8 +60,29 @@ pub fn ReceivedList() -> impl IntoView {
                     <Page page />
                 </For>
             </ul>
+            // What arrives live, once per burst, for screen readers (see `crate::announce`).
+            <p class="sr-only" role="status">{said}</p>
         </section>
     }
+}
+
+/// Waits until the burst is over, then says it (a burst that went on waits again).
+fn announce_when_over(burst: Rc<RefCell<Burst>>, set_said: WriteSignal<String>) {
+    let Some(due_at) = burst.borrow().due_at() else { return };
+    let wait = (due_at - js_sys::Date::now()).max(0.0) as u64;
+    set_timeout(
+        move || {
+            let said = burst.borrow_mut().take(js_sys::Date::now());
+            match said {
+                // Does nothing if the page is gone meanwhile.
+                Some(said) => {
+                    set_said.try_set(said);
+                }
+                None => announce_when_over(burst, set_said),
+            }
+        },
+        Duration::from_millis(wait),
+    );
 }
 
 /// The rows of one page.
