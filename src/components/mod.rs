@@ -68,3 +68,13 @@ fn clock(millis: u64) -> impl IntoView {
     });
     view! { <time datetime=datetime>{text}</time> }
 }
+
+/// What a button acts on: `action` and the start of a message's `content`, in quotes (e.g.
+/// "Retry sending “hello…”"), so that a list of Retry buttons tells them apart.
+fn naming(action: &str, content: &str) -> String {
+    let mut name = String::from(action);
+    name.push_str(" “");
+    crate::announce::push_start(&mut name, content, 30);
+    name.push('”');
+    name
+}

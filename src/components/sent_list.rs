@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::chat_socket::{expect_chat_socket, SentRow};
-use crate::components::clock;
+use crate::components::{clock, naming};
 use crate::outbox::DeliveryState;
 
 /// One `<li>` per message: name, time, content, and its state (waiting, sent, delivered, or
@@ -56,9 +56,12 @@ fn SentMessage(row: SentRow) -> impl IntoView {
                 failed()
                     .then(|| {
                         let (retry, discard) = (id.clone(), id.clone());
+                        let content = &message.content;
+                        let (retry_name, discard_name) =
+                            (naming("Retry sending", content), naming("Discard", content));
                         view! {
-                            <button class="retry" on:click=move |_| socket.retry(&retry)>"Retry"</button>
-                            <button class="retry" data-testid="discard" on:click=move |_| socket.discard(&discard)>
+                            <button class="retry" aria-label=retry_name on:click=move |_| socket.retry(&retry)>"Retry"</button>
+                            <button class="retry" aria-label=discard_name data-testid="discard" on:click=move |_| socket.discard(&discard)>
                                 "Discard"
                             </button>
                         }
