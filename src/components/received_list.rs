@@ -1,4 +1,5 @@
-//! "Received Messages": what others sent, once each, in the relay's order.
+//! "Received Messages": what others sent, once each, in the relay's order, in a pane that
+//! follows the newest message.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,8 +12,15 @@ use crate::chat_socket::{expect_chat_socket, PageView};
 use crate::components::clock;
 use crate::conversation::KEPT;
 
+/// How close to the newest message (in pixels) still counts as being there.
+const AT_NEWEST_SLACK: i32 = 8;
+
 /// One `<li>` per message: name, time and content, as text. Messages sent under this tab's own
 /// name (from another tab, or before a reload) are styled as the user's own.
+///
+/// The section scrolls, and stays on the newest message while the user is there (its content is
+/// laid out from the bottom: see `.log` in the CSS). Scrolled up to read, the user stays put and,
+/// when messages arrive, is offered "New messages ↓".
 ///
 /// What arrives live from others is announced to screen readers, once per burst (never a
 /// history load, never the user's own messages).
@@ -22,7 +30,8 @@ use crate::conversation::KEPT;
 /// a line above the list says how many.
 #[component]
 pub fn ReceivedList() -> impl IntoView {
-    let feed = expect_chat_socket().received;
+    let socket = expect_chat_socket();
+    let feed = socket.received;
     let dropped = move || {
         let count = feed.dropped.get();
         (count > 0).then(|| {
@@ -31,28 +40,62 @@ pub fn ReceivedList() -> impl IntoView {
             )
         })
     };
+    let pane = NodeRef::<leptos::html::Section>::new();
+    // The pane's offset from its newest message is 0 there and negative above it.
+    let at_newest =
+        move || pane.get_untracked().is_none_or(|pane| pane.scroll_top() > -AT_NEWEST_SLACK);
+    let (unseen, set_unseen) = signal(false);
+    let to_newest = move || {
+        if let Some(pane) = pane.get_untracked() {
+            pane.set_scroll_top(0);
+        }
+        set_unseen.set(false);
+    };
     let (said, set_said) = signal(String::new());
     let burst = Rc::new(RefCell::new(Burst::default()));
-    Effect::new(move |heard: Option<usize>| {
+    // One effect (each costs bundle bytes) for what arrives live and for another room shown,
+    // which starts at its newest message.
+    Effect::new(move |before: Option<(String, usize)>| {
+        let shown = socket.rooms.shown.get();
         let total = feed.arrived.get();
-        let count = total - heard.unwrap_or(total);
-        if count > 0 {
-            // The newest message is the last row of the last page.
-            let newest = feed.pages.with_untracked(|pages| {
-                pages.last().and_then(|page| page.rows.with_untracked(|rows| rows.last().cloned()))
-            });
-            if let Some(newest) = newest {
-                let message = &newest.message;
-                let now = js_sys::Date::now();
-                if burst.borrow_mut().arrived(count, &message.source, &message.content, now) {
-                    announce_when_over(Rc::clone(&burst), set_said);
+        match before {
+            Some((room, _)) if room != shown => to_newest(),
+            Some((_, heard)) if total > heard => {
+                if !at_newest() {
+                    set_unseen.set(true);
+                }
+                // The newest message is the last row of the last page.
+                let newest = feed.pages.with_untracked(|pages| {
+                    pages
+                        .last()
+                        .and_then(|page| page.rows.with_untracked(|rows| rows.last().cloned()))
+                });
+                if let Some(newest) = newest {
+                    let message = &newest.message;
+                    let now = js_sys::Date::now();
+                    let count = total - heard;
+                    if burst.borrow_mut().arrived(count, &message.source, &message.content, now) {
+                        announce_when_over(Rc::clone(&burst), set_said);
+                    }
                 }
             }
+            _ => {}
         }
-        total
+        (shown, total)
     });
+    // The section is the pane (see `.log` in the CSS): focusable, to scroll it by keyboard.
     view! {
-        <section class="log">
+        <section
+            class="log"
+            aria-label="Received Messages"
+            tabindex="0"
+            node_ref=pane
+            on:scroll=move |_| {
+                if unseen.get_untracked() && at_newest() {
+                    set_unseen.set(false);
+                }
+            }
+        >
             <h2>"Received Messages"</h2>
             {move || dropped().map(|text| view! { <p class="dropped" data-testid="dropped-notice">{text}</p> })}
             <ul data-testid="received-list">
@@ -60,6 +103,21 @@ pub fn ReceivedList() -> impl IntoView {
                     <Page page />
                 </For>
             </ul>
+            <button
+                class="new-messages"
+                data-testid="new-messages"
+                hidden=move || !unseen.get()
+                on:click=move |_| {
+                    // Keyboard users carry on from the pane, not from nowhere.
+                    if let Some(pane) = pane.get_untracked() {
+                        // Fails only for an element out of the document.
+                        let _ = pane.focus();
+                    }
+                    to_newest();
+                }
+            >
+                "New messages"
+            </button>
             // What arrives live, once per burst, for screen readers (see `crate::announce`).
             <p class="sr-only" role="status">{said}</p>
         </section>

@@ -13,7 +13,8 @@ use crate::outbox::DeliveryState;
 pub fn SentList() -> impl IntoView {
     let rows = expect_chat_socket().sent.rows;
     view! {
-        <section class="log">
+        // Scrolls, from the newest message (see `.log` in the CSS): focusable, to scroll by keyboard.
+        <section class="log" aria-label="Sent Messages" tabindex="0">
             <h2>"Sent Messages"</h2>
             <ul data-testid="sent-list">
                 <For each=move || rows.get() key=|row| row.message.id.clone() let(row)>

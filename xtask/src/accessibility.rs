@@ -5,7 +5,8 @@
 //! Two tabs (windows of one WebDriver session) chat through the relay serving the release build;
 //! axe runs in tab A at each step: a fresh page (empty lists), after a short chat, in a room
 //! joined with the other tab there (presence, "is typing", an unread count in the room list),
-//! and with the relay gone (reconnecting, its countdown and error, a message waiting).
+//! with the conversation scrolled up and "New messages ↓" offered, and with the relay gone
+//! (reconnecting, its countdown and error, a message waiting).
 //!
 //! The scheme is the browser's own `prefers-color-scheme`, the media feature the CSS follows:
 //! Chromium emulates it through the DevTools protocol (`Emulation.setEmulatedMedia`, which
@@ -176,6 +177,12 @@ async fn walk(
         .await
         .context("a room with two people, one typing")?;
 
+    scrolled_up(session, &tabs).await?;
+    audit
+        .check(client, "the conversation scrolled up, new messages below", None)
+        .await
+        .context("the conversation scrolled up")?;
+
     relay_gone(session).await?;
     audit.check(client, "the relay gone: reconnecting", None).await.context("the relay gone")?;
     Ok(())
@@ -222,6 +229,37 @@ async fn b_types(client: &Client, tabs: &Tabs) -> anyhow::Result<()> {
     client.switch_to_window(tabs.a.clone()).await?;
     let read = || async { Ok(find(client, "typing").await?.text().await?) };
     poll("the typing line", read, |text| text.contains(&tabs.name_b)).await?;
+    Ok(())
+}
+
+/// Tab B sends enough for A's conversation to scroll; A scrolls up and B sends one more, which
+/// A offers to show with "New messages ↓". Leaves tab A selected.
+async fn scrolled_up(session: &Session, tabs: &Tabs) -> anyhow::Result<()> {
+    let client = &session.client;
+    client.switch_to_window(tabs.b.clone()).await?;
+    // The draft left by `b_types` goes first.
+    for n in 1..=30 {
+        e2e::type_and_send(client, &format!("line {n} to fill the pane")).await?;
+    }
+    client.switch_to_window(tabs.a.clone()).await?;
+    let count = "return document.querySelectorAll('[data-testid=received-list] > li').length;";
+    let read =
+        || async { Ok(serde_json::from_value::<usize>(client.execute(count, vec![]).await?)?) };
+    poll("the 30 lines in tab A", read, |rows| *rows >= 30).await?;
+    // To the oldest message, as a user scrolling up would.
+    // The pane is laid out from the bottom, where the top is a negative offset (scrollTo clamps
+    // to the top whichever way it is laid out).
+    let scroll =
+        "document.querySelector('[data-testid=received-list]').parentElement.scrollTo(0, -1e6);";
+    client.execute(scroll, vec![]).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.switch_to_window(tabs.b.clone()).await?;
+    e2e::type_and_send(client, "one more below").await?;
+    client.switch_to_window(tabs.a.clone()).await?;
+    let read = || async { Ok(find(client, "new-messages").await?.is_displayed().await?) };
+    poll("\"new messages\" offered", read, |shown| *shown).await?;
+    // It rises into view (unless reduced motion is asked for): checked once it is there.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(())
 }
 
