@@ -77,11 +77,11 @@ impl Notice {
     pub fn text(self) -> &'static str {
         match self {
             Self::EpochChanged => {
-                "The relay restarted and lost its history: messages sent while this tab was away \
+                "The chat server restarted and lost its history: messages sent while this tab was away \
                  may be missing."
             }
             Self::HistoryIncomplete => {
-                "Some messages were sent while this tab was away and the relay no longer keeps them."
+                "Some messages were sent while this tab was away and the chat server no longer keeps them."
             }
         }
     }

@@ -7,6 +7,7 @@
 //! - [`connection`]: the connection's states and when to retry, as a plain state machine.
 //! - [`heartbeat`]: when to ping the relay and when silence means the connection is dead.
 //! - [`conversation`]: the received messages, once each, in the relay's order, in pages.
+//! - [`announce`]: what a screen reader hears of messages arriving live, a burst at a time.
 //! - [`outbox`]: the messages not yet acknowledged by the relay, re-sent after a drop or a reload.
 //! - [`reconnect`]: when to reconnect after the socket closes (capped back-off with full jitter).
 //! - [`js_json`]: JSON parsed by the browser, read through the protocol's decoders.
@@ -15,6 +16,7 @@
 //! - [`components`]: the page, one component per file.
 
 pub mod address;
+pub mod announce;
 pub mod chat_socket;
 pub mod components;
 pub mod connection;

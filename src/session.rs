@@ -83,26 +83,37 @@ impl Problem {
     }
 }
 
+/// What the page says: in the user's words (no close codes), what happened and what the page
+/// does about it. The relay's close reason, written for people, is kept where it says more.
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why =
-            |reason: &str| if reason.is_empty() { String::new() } else { format!(": {reason}") };
         match self {
             Self::CannotOpen { url, detail } => {
-                write!(f, "Cannot open a socket to {url}: {detail}")
+                write!(f, "The chat server's address {url} cannot be used: {detail}")
             }
-            Self::Unreachable { code, reason } => {
-                write!(f, "Cannot reach the relay (code {code}{})", why(reason))
+            Self::Unreachable { .. } => f.write_str(
+                "The chat server cannot be reached; trying again. Messages you write wait here.",
+            ),
+            // Going away, or restarting (a new epoch): the relay is on its way back.
+            Self::Lost { code: 1001 | 1012, .. } => {
+                f.write_str("The chat server restarted; reconnecting")
             }
-            Self::Lost { code, reason } => {
-                write!(f, "Lost the connection (code {code}{})", why(reason))
+            Self::Lost { reason, .. } if !reason.is_empty() => {
+                write!(f, "The chat server closed the connection ({reason}); reconnecting")
             }
-            Self::HeartbeatTimeout => f.write_str("The relay stopped answering: reconnecting"),
-            Self::SendFailed(detail) => write!(f, "Sending failed: {detail}"),
-            Self::Refused(error) => write!(f, "The relay refused a request: {error}"),
-            Self::Unavailable => {
-                f.write_str("The relay cannot store messages right now: they will be sent again")
+            Self::Lost { .. } => f.write_str("The connection was lost; reconnecting"),
+            Self::HeartbeatTimeout => {
+                f.write_str("The chat server stopped answering; reconnecting")
             }
+            Self::SendFailed(detail) => {
+                write!(f, "A message could not be sent ({detail}); reconnecting")
+            }
+            Self::Refused(error) => {
+                write!(f, "The chat server refused a request: {error}")
+            }
+            Self::Unavailable => f.write_str(
+                "The chat server cannot store messages right now; yours will be sent again shortly",
+            ),
             Self::RoomRefused { room, error } => {
                 write!(f, "You cannot join the room {room}: {}", error.message)
             }
@@ -180,6 +191,9 @@ pub struct RoomChanges {
     pub presence: bool,
     /// The shown room's typing line.
     pub typing: bool,
+    /// Messages from others that arrived live in the room shown (not in a history answer): what
+    /// the page announces.
+    pub arrived: usize,
 }
 
 /// Why [`Session::leave`] kept a room.
@@ -222,7 +236,13 @@ impl Session {
             rooms: vec![RoomState::new(LOBBY.to_owned())],
             shown: 0,
             directory: Vec::new(),
-            changes: RoomChanges { list: true, shown: true, presence: true, typing: true },
+            changes: RoomChanges {
+                list: true,
+                shown: true,
+                presence: true,
+                typing: true,
+                arrived: 0,
+            },
         }
     }
 
@@ -279,7 +299,8 @@ impl Session {
         };
         if index != self.shown {
             self.shown = index;
-            self.changes = RoomChanges { list: true, shown: true, presence: true, typing: true };
+            self.changes =
+                RoomChanges { list: true, shown: true, presence: true, typing: true, arrived: 0 };
         }
         let room = &mut self.rooms[index];
         if room.unread > 0 {
@@ -314,7 +335,8 @@ impl Session {
         self.changes.list = true;
         if shown == name {
             self.shown = 0;
-            self.changes = RoomChanges { list: true, shown: true, presence: true, typing: true };
+            self.changes =
+                RoomChanges { list: true, shown: true, presence: true, typing: true, arrived: 0 };
         } else {
             self.shown = self.rooms.iter().position(|room| room.name == shown).unwrap_or(0);
         }
@@ -384,7 +406,7 @@ impl Session {
     /// Takes the frame by value: a message moves into the conversation without a copy.
     pub fn apply(&mut self, frame: ServerFrame, now_ms: f64) -> Option<Problem> {
         match frame {
-            ServerFrame::Message { room, message } => self.receive(&room, message),
+            ServerFrame::Message { room, message } => self.receive(&room, message, true),
             ServerFrame::Ack { room, id, seq, .. } => {
                 self.outbox.ack(&id, seq);
                 if let Some(room) = self.room_mut(&room) {
@@ -396,7 +418,7 @@ impl Session {
                 // A room this tab left meanwhile: nothing to show it in.
                 self.room(&room)?;
                 for message in messages {
-                    self.receive(&room, message);
+                    self.receive(&room, message, false);
                 }
                 let state = self.room_mut(&room)?;
                 if more {
@@ -473,7 +495,8 @@ impl Session {
         self.shown = self.rooms.iter().position(|room| room.name == shown).unwrap_or(0);
         self.changes.list = true;
         if shown == name {
-            self.changes = RoomChanges { list: true, shown: true, presence: true, typing: true };
+            self.changes =
+                RoomChanges { list: true, shown: true, presence: true, typing: true, arrived: 0 };
         }
     }
 
@@ -491,8 +514,8 @@ impl Session {
     }
 
     /// A message from the relay in `room`: this tab's own (acked by its id) or one for the
-    /// received list. Its author is no longer typing.
-    fn receive(&mut self, room: &str, message: StoredMessage) {
+    /// received list, `live` or from a history answer. Its author is no longer typing.
+    fn receive(&mut self, room: &str, message: StoredMessage, live: bool) {
         let shown = self.shown;
         let Some(index) = self.rooms.iter().position(|state| state.name == room) else { return };
         let state = &mut self.rooms[index];
@@ -505,9 +528,13 @@ impl Session {
             return;
         }
         let mine = message.source == self.source;
-        if state.conversation.insert(message, mine) && !mine && index != shown {
-            state.unread += 1;
-            self.changes.list = true;
+        if state.conversation.insert(message, mine) && !mine {
+            if index != shown {
+                state.unread += 1;
+                self.changes.list = true;
+            } else if live {
+                self.changes.arrived += 1;
+            }
         }
     }
 
@@ -754,6 +781,28 @@ mod tests {
         session.apply(live(LOBBY, stored(2, "l2", "cy")), 0.0);
         assert_eq!(session.room(LOBBY).unwrap().unread, 1);
         assert!(!session.show("nowhere"));
+    }
+
+    /// What the page announces: messages from others that arrive live in the room shown, not
+    /// those of a history answer, nor the user's own (from this tab or under the same name), nor
+    /// those of another room (counted as unread there instead).
+    #[test]
+    fn only_others_live_messages_in_the_room_shown_are_announced() {
+        let mut session = session_with(&["own"]);
+        session.welcome("e", 1);
+        session.join("team", true);
+        session.apply(joined("team", "t"), 0.0);
+        session.take_room_changes();
+        session.apply(history(LOBBY, 1, vec![stored(1, "h1", "bob"), stored(2, "h2", "cy")]), 0.0);
+        assert_eq!(session.take_room_changes().arrived, 0, "history is not announced");
+        session.apply(live(LOBBY, stored(3, "l3", "bob")), 0.0);
+        session.apply(live(LOBBY, stored(4, "l4", "cy")), 0.0);
+        session.apply(live(LOBBY, stored(5, "own", "ann")), 0.0);
+        session.apply(live(LOBBY, stored(6, "other-tab", "ann")), 0.0);
+        session.apply(live("team", stored(1, "t1", "bob")), 0.0);
+        session.apply(live(LOBBY, stored(4, "l4", "cy")), 0.0);
+        assert_eq!(session.take_room_changes().arrived, 2, "bob's and cy's, once each");
+        assert_eq!(session.take_room_changes().arrived, 0, "taken");
     }
 
     /// After a reconnection the lobby asks for what it missed and every other room is joined

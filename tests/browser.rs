@@ -361,7 +361,8 @@ async fn unreachable_relay_is_retried_with_back_off() {
     let _: HtmlButtonElement = by_testid(&page, "reconnect");
     let error: HtmlElement = by_testid(&page, "relay-error");
     let error = error.text_content().unwrap();
-    assert!(error.contains("Cannot reach the relay"), "{error}");
+    assert!(error.contains("cannot be reached"), "{error}");
+    assert!(!error.contains("code"), "no close codes for users: {error}");
 }
 
 /// Given several relays, the page tries the next after each lost connection: the first one here
@@ -795,4 +796,166 @@ async fn the_tutorial_client_chats_with_the_app_in_the_lobby() {
             break;
         }
     }
+}
+
+/// The page's screen-reader announcement of what arrives live (a visually hidden status).
+fn announced(page: &HtmlElement) -> String {
+    page.query_selector(".sr-only[role=status]")
+        .unwrap()
+        .expect("the page has a live announcement")
+        .text_content()
+        .unwrap_or_default()
+}
+
+/// Watches the announcement for `milliseconds`, every 10 ms; returns each text it showed, in
+/// order (the starting text excluded).
+async fn announcements_during(page: &HtmlElement, milliseconds: i32) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut last = announced(page);
+    for _ in 0..milliseconds / 10 {
+        sleep(10).await;
+        let now = announced(page);
+        if now != last {
+            seen.push(now.clone());
+            last = now;
+        }
+    }
+    seen
+}
+
+/// A screen reader hears what others say as it arrives: a burst once, counted, with the newest
+/// message read out; never the history shown on joining a room, never the user's own messages.
+#[wasm_bindgen_test]
+async fn live_messages_are_announced_once_per_burst() {
+    let room = unique_room("heard");
+    let (_other_owner, other) = open_socket(room_options(relay(), "speaker", &room));
+    until("the other tab to connect", || other.state.get_untracked().is_open()).await;
+    other.send("said before you came").unwrap();
+    until("delivered", || outbox_states(&other) == ["delivered"]).await;
+    let speaker = name_of(&other);
+
+    // Opened in the lobby, then into the room, whose history shows (and is not announced).
+    let (page, _app) = mount_app(options(relay(), "listener"));
+    until("the page to connect", || status(&page) == "connected").await;
+    let join: web_sys::HtmlInputElement = by_testid(&page, "room-join");
+    join.set_value(&room);
+    join.dispatch_event(&web_sys::Event::new("input").unwrap()).unwrap();
+    by_testid::<HtmlButtonElement>(&page, "room-join-button").click();
+    until("the history", || list_from(&page, "received-list", &speaker).len() == 1).await;
+    let composer: HtmlTextAreaElement = by_testid(&page, "composer");
+    type_into(&composer, "my own words");
+    by_testid::<HtmlButtonElement>(&page, "send").click();
+    until("my message delivered", || sent_state(&page, 0) == "delivered").await;
+    assert_eq!(announcements_during(&page, 1_500).await, Vec::<String>::new());
+
+    for n in 1..=5 {
+        other.send(&format!("burst {n}")).unwrap();
+    }
+    let heard = announcements_during(&page, 2_500).await;
+    assert_eq!(heard, [format!("5 new messages; the latest, {speaker}: burst 5")]);
+
+    other.send("and one more").unwrap();
+    let heard = announcements_during(&page, 2_000).await;
+    assert_eq!(heard, [format!("{speaker}: and one more")]);
+}
+
+/// After clicking Send the focus is back in the message box, ready for the next message.
+#[wasm_bindgen_test]
+async fn the_focus_returns_to_the_message_box_after_send() {
+    let (page, _app) = mount_app(options(relay(), "focused"));
+    until("the page to connect", || status(&page) == "connected").await;
+    let composer: HtmlTextAreaElement = by_testid(&page, "composer");
+    type_into(&composer, "sent with the button");
+    let send: HtmlButtonElement = by_testid(&page, "send");
+    // As a click would: the button takes the focus, then fires.
+    send.focus().unwrap();
+    send.click();
+    until("the message under Sent", || !list_texts(&page, "sent-list").is_empty()).await;
+    let focused = document().active_element().expect("something has the focus");
+    assert_eq!(focused, composer.unchecked_into::<web_sys::Element>());
+}
+
+/// Puts the app's stylesheet in the test page (once): the pane's behaviour is the CSS's.
+fn with_the_apps_css() {
+    if document().query_selector("style[data-app-css]").unwrap().is_some() {
+        return;
+    }
+    let style = document().create_element("style").unwrap();
+    style.set_attribute("data-app-css", "").unwrap();
+    style.set_text_content(Some(include_str!("../style/main.css")));
+    document().head().unwrap().append_child(&style).unwrap();
+}
+
+/// The received list's pane: the section around the list, which scrolls.
+fn pane(page: &HtmlElement) -> HtmlElement {
+    by_testid::<HtmlElement>(page, "received-list").parent_element().unwrap().unchecked_into()
+}
+
+fn new_messages_offered(page: &HtmlElement) -> bool {
+    !by_testid::<HtmlElement>(page, "new-messages").hidden()
+}
+
+/// The conversation scrolls in a pane that stays on the newest message as messages arrive;
+/// scrolled up to read, the reader stays where they are and is offered "New messages ↓", which
+/// takes them to the newest and puts the focus in the pane.
+#[wasm_bindgen_test]
+async fn the_conversation_follows_the_newest_and_offers_new_messages_when_scrolled_up() {
+    with_the_apps_css();
+    let room = unique_room("pane");
+    let (_other_owner, other) = open_socket(room_options(relay(), "chatty", &room));
+    let (page, _app) = mount_app(room_options(relay(), "reader", &room));
+    until("both connected", || {
+        other.state.get_untracked().is_open() && status(&page) == "connected"
+    })
+    .await;
+    let chatty = name_of(&other);
+    for n in 1..=40 {
+        other.send(&format!("line {n}")).unwrap();
+    }
+    until("the 40 lines", || list_from(&page, "received-list", &chatty).len() == 40).await;
+    sleep(100).await;
+    let pane = pane(&page);
+    assert!(pane.scroll_height() > pane.client_height() + 100, "the pane scrolls");
+    let newest = || {
+        let rows = page.query_selector_all("[data-testid=received-list] > li").unwrap();
+        rows.get(rows.length() - 1).unwrap().unchecked_into::<HtmlElement>()
+    };
+    let bottom = |element: &HtmlElement| element.get_bounding_client_rect().bottom();
+    let shows_newest = || bottom(&newest()) <= bottom(&pane) + 1.0;
+    assert!(shows_newest(), "the pane shows the newest line");
+    other.send("line 41").unwrap();
+    until("line 41 shown at the bottom", || {
+        list_from(&page, "received-list", &chatty).len() == 41 && shows_newest()
+    })
+    .await;
+    assert!(!new_messages_offered(&page));
+
+    // Scrolled up to read: the reader stays put while more arrive.
+    pane.set_scroll_top(-(pane.scroll_height() / 2));
+    until("scrolled up", || pane.scroll_top() < -100).await;
+    sleep(100).await;
+    let top = pane.get_bounding_client_rect().top();
+    let first_in_view = || {
+        let rows = page.query_selector_all("[data-testid=received-list] > li").unwrap();
+        (0..rows.length())
+            .map(|n| rows.get(n).unwrap().unchecked_into::<HtmlElement>())
+            .find(|row| row.get_bounding_client_rect().bottom() > top)
+            .map(|row| (row.text_content().unwrap(), row.get_bounding_client_rect().top()))
+    };
+    let reading = first_in_view();
+    for n in 42..=44 {
+        other.send(&format!("line {n}")).unwrap();
+    }
+    until("the 3 more", || list_from(&page, "received-list", &chatty).len() == 44).await;
+    until("\"new messages\" offered", || new_messages_offered(&page)).await;
+    sleep(100).await;
+    let still = first_in_view();
+    assert_eq!(reading.as_ref().map(|(text, _)| text), still.as_ref().map(|(text, _)| text));
+    let moved = (reading.unwrap().1 - still.unwrap().1).abs();
+    assert!(moved < 2.0, "the line being read moved by {moved} px");
+    assert!(!shows_newest());
+
+    by_testid::<HtmlButtonElement>(&page, "new-messages").click();
+    until("back at the newest", || shows_newest() && !new_messages_offered(&page)).await;
+    assert_eq!(document().active_element(), Some(pane.unchecked_into()));
 }

@@ -44,6 +44,10 @@ pub struct ReceivedFeed {
     pub notice: ReadSignal<Option<Notice>>,
     /// How many of the oldest messages were dropped to keep the newest ones.
     pub dropped: ReadSignal<usize>,
+    /// How many messages from others arrived live in the room shown (not in a history answer),
+    /// all told: what the page announces. Goes up at most once per sync, the newest of them then
+    /// last in `pages`.
+    pub arrived: ReadSignal<usize>,
 }
 
 /// One row of the "Sent Messages" list.
@@ -101,6 +105,7 @@ pub(super) struct Mirror {
     next_key: StoredValue<u64>,
     notice: RwSignal<Option<Notice>>,
     dropped: RwSignal<usize>,
+    arrived: RwSignal<usize>,
     sent: RwSignal<Vec<SentRow>>,
     rooms: RwSignal<Vec<RoomRow>>,
     shown: RwSignal<String>,
@@ -116,6 +121,7 @@ impl Mirror {
             next_key: StoredValue::new(0),
             notice: RwSignal::new(None),
             dropped: RwSignal::new(0),
+            arrived: RwSignal::new(0),
             sent: RwSignal::new(Vec::new()),
             rooms: RwSignal::new(Vec::new()),
             shown: RwSignal::new(String::new()),
@@ -155,6 +161,9 @@ impl Mirror {
         }
         let room = session.shown().name.clone();
         self.sync_received(&mut session.shown_mut().conversation, changes.shown);
+        if changes.arrived > 0 {
+            self.arrived.update(|total| *total += changes.arrived);
+        }
         self.sync_sent(&session.outbox, &room, sent_list || changes.shown, sent_states);
         if changes.list {
             // Rooms still listed keep their row, and their counts change in place.
@@ -206,6 +215,7 @@ impl Mirror {
             pages: self.pages.read_only(),
             notice: self.notice.read_only(),
             dropped: self.dropped.read_only(),
+            arrived: self.arrived.read_only(),
         }
     }
 

@@ -7,12 +7,14 @@ use crate::chat_socket::{expect_chat_socket, SendError};
 
 /// A textarea and a "Send Message" button. Enter sends, Shift+Enter starts a new line. The box
 /// clears once the message is in the outbox (sent at once, or when the connection is back); if the
-/// outbox refuses it, the text stays in the box.
+/// outbox refuses it, the text stays in the box. After Send, the focus is back in the box, ready
+/// for the next message.
 #[component]
 pub fn Composer() -> impl IntoView {
     let socket = expect_chat_socket();
     let (draft, set_draft) = signal(String::new());
     let (problem, set_problem) = signal(None::<SendError>);
+    let textarea = NodeRef::<leptos::html::Textarea>::new();
     let send = move || match socket.send(&draft.get_untracked()) {
         Ok(()) => {
             set_draft.set(String::new());
@@ -34,10 +36,15 @@ pub fn Composer() -> impl IntoView {
             on:submit=move |event| {
                 event.prevent_default();
                 send();
+                if let Some(textarea) = textarea.get_untracked() {
+                    // Fails only for an element out of the document.
+                    let _ = textarea.focus();
+                }
             }
         >
             <textarea
                 data-testid="composer"
+                node_ref=textarea
                 aria-label="Message"
                 placeholder="Type a message; Enter sends, Shift+Enter for a new line"
                 rows="3"

@@ -73,11 +73,10 @@ pub fn ConnectionBadge() -> impl IntoView {
                     }
                 })
         }}
-        {move || {
-            socket
-                .last_error
-                .with(|problem| problem.as_ref().map(ToString::to_string))
-                .map(|text| view! { <p class="relay-error" role="alert" data-testid="relay-error">{text}</p> })
-        }}
+        // Always there, so that screen readers hear each new problem once (a status, not an
+        // alert, and its text set again only when it changes: not at every retry).
+        <p class="relay-error" role="status" data-testid="relay-error">
+            {move || socket.last_error.with(|problem| problem.as_ref().map(ToString::to_string))}
+        </p>
     }
 }

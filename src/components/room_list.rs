@@ -63,7 +63,7 @@ pub fn RoomList() -> impl IntoView {
                     }}
                 </datalist>
                 <button type="submit" data-testid="room-join-button">
-                    "Join"
+                    "Join room"
                 </button>
             </form>
             {move || {
@@ -98,7 +98,8 @@ fn RoomItem(room: RoomRow) -> impl IntoView {
                 on:click=move |_| socket.show_room(&show)
             >
                 <span class="room-name">"#"{name}</span>
-                <span class="unread" data-testid="unread-count" aria-label="unread messages">
+                // Read out as "3 unread" (the word comes from the CSS).
+                <span class="unread" data-testid="unread-count">
                     {move || match unread.get() {
                         0 => String::new(),
                         count => count.to_string(),

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::chat_socket::{expect_chat_socket, SentRow};
-use crate::components::clock;
+use crate::components::{clock, naming};
 use crate::outbox::DeliveryState;
 
 /// One `<li>` per message: name, time, content, and its state (waiting, sent, delivered, or
@@ -13,7 +13,8 @@ use crate::outbox::DeliveryState;
 pub fn SentList() -> impl IntoView {
     let rows = expect_chat_socket().sent.rows;
     view! {
-        <section class="log">
+        // Scrolls, from the newest message (see `.log` in the CSS): focusable, to scroll by keyboard.
+        <section class="log" aria-label="Sent Messages" tabindex="0">
             <h2>"Sent Messages"</h2>
             <ul data-testid="sent-list">
                 <For each=move || rows.get() key=|row| row.key let(row)>
@@ -48,7 +49,7 @@ fn SentMessage(row: SentRow) -> impl IntoView {
         <li class=move || format!("message mine {}", word()) data-state=word>
             <span class="meta">
                 <span class="source">{message.source.clone()}</span>
-                <time>{clock(message.created_at_ms)}</time>
+                {clock(message.created_at_ms)}
                 <span class="delivery">{explanation}</span>
             </span>
             <span class="content">{message.content.clone()}</span>
@@ -56,9 +57,12 @@ fn SentMessage(row: SentRow) -> impl IntoView {
                 failed()
                     .then(|| {
                         let (retry, discard) = (id.clone(), id.clone());
+                        let content = &message.content;
+                        let (retry_name, discard_name) =
+                            (naming("Retry sending", content), naming("Discard", content));
                         view! {
-                            <button class="retry" on:click=move |_| socket.retry(&retry)>"Retry"</button>
-                            <button class="retry" data-testid="discard" on:click=move |_| socket.discard(&discard)>
+                            <button class="retry" aria-label=retry_name on:click=move |_| socket.retry(&retry)>"Retry"</button>
+                            <button class="retry" aria-label=discard_name data-testid="discard" on:click=move |_| socket.discard(&discard)>
                                 "Discard"
                             </button>
                         }

@@ -72,9 +72,17 @@ impl Browser {
     /// Starts this browser's WebDriver server and opens a session on it. Close the session
     /// before dropping the server, else the browser outlives it.
     async fn open_session(self) -> anyhow::Result<(Background, Client)> {
+        self.open_session_with(self.capabilities()?).await
+    }
+
+    /// Like [`Browser::open_session`], with these capabilities.
+    async fn open_session_with(
+        self,
+        capabilities: serde_json::Map<String, Value>,
+    ) -> anyhow::Result<(Background, Client)> {
         let (driver, webdriver) = self.start_driver()?;
         let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(self.capabilities()?)
+            .capabilities(capabilities)
             .connect(&webdriver)
             .await
             .with_context(|| format!("cannot open a {} session", self.name()))?;
@@ -116,7 +124,7 @@ impl Browser {
 /// The relay serving the release build, a WebDriver server, and a session, for one scenario.
 pub(crate) struct Session {
     pub(crate) client: Client,
-    app_url: String,
+    pub(crate) app_url: String,
     port: u16,
     dist: PathBuf,
     /// Extra flags for the relay (e.g. `--data-dir`).
@@ -136,8 +144,19 @@ impl Session {
         dist: &Path,
         relay_args: Vec<String>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_capabilities(browser, dist, relay_args, browser.capabilities()?).await
+    }
+
+    /// Like [`Session::start_with`], with these browser capabilities (see
+    /// [`Browser::capabilities`]).
+    pub(crate) async fn start_with_capabilities(
+        browser: Browser,
+        dist: &Path,
+        relay_args: Vec<String>,
+        capabilities: serde_json::Map<String, Value>,
+    ) -> anyhow::Result<Self> {
         let port = process::free_port()?;
-        let (driver, client) = browser.open_session().await?;
+        let (driver, client) = browser.open_session_with(capabilities).await?;
         let mut session = Self {
             client,
             app_url: format!("http://127.0.0.1:{port}/"),
@@ -378,7 +397,7 @@ pub(crate) async fn open_two_tabs(session: &Session) -> anyhow::Result<Tabs> {
 }
 
 /// Types `text` into the composer and presses Enter.
-async fn type_and_send(client: &Client, text: &str) -> anyhow::Result<()> {
+pub(crate) async fn type_and_send(client: &Client, text: &str) -> anyhow::Result<()> {
     find(client, "composer").await?.send_keys(&format!("{text}{}", Key::Enter)).await?;
     Ok(())
 }
@@ -546,7 +565,7 @@ async fn an_expired_token(session: &Session) -> anyhow::Result<()> {
     wait_for_states(client, &["delivered", "pending"]).await.context("after expiry")
 }
 
-async fn current_room(client: &Client) -> anyhow::Result<String> {
+pub(crate) async fn current_room(client: &Client) -> anyhow::Result<String> {
     Ok(find(client, "current-room").await?.text().await?)
 }
 
@@ -610,7 +629,7 @@ async fn a_forbidden_room(session: &Session) -> anyhow::Result<()> {
 }
 
 /// Waits until the sent list's entries have exactly these delivery states, in order.
-async fn wait_for_states(client: &Client, states: &[&str]) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_states(client: &Client, states: &[&str]) -> anyhow::Result<()> {
     let script = "return Array.from(document.querySelectorAll('[data-testid=sent-list] > li'))
         .map(li => li.dataset.state);";
     let read = || async {
@@ -628,7 +647,7 @@ pub(crate) fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         .block_on(future)
 }
 
-async fn find(client: &Client, testid: &str) -> anyhow::Result<Element> {
+pub(crate) async fn find(client: &Client, testid: &str) -> anyhow::Result<Element> {
     client
         .find(Locator::Css(&format!("[data-testid={testid}]")))
         .await
@@ -656,7 +675,7 @@ pub(crate) async fn poll<T: std::fmt::Debug>(
     }
 }
 
-async fn display_name(client: &Client) -> anyhow::Result<String> {
+pub(crate) async fn display_name(client: &Client) -> anyhow::Result<String> {
     let name = find(client, "display-name").await?.prop("value").await?;
     name.filter(|name| !name.is_empty()).context("the tab shows no display name")
 }
@@ -683,7 +702,7 @@ async fn wait_for_list(client: &Client, testid: &str, at_least: usize) -> anyhow
 
 /// Waits until a list shows exactly `expected`; for an empty expectation, checks it stays empty
 /// for a moment (long enough for a message to cross the relay, which takes milliseconds).
-async fn expect_list(
+pub(crate) async fn expect_list(
     client: &Client,
     testid: &str,
     expected: &[(&str, &str)],

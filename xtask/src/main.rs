@@ -4,18 +4,21 @@
 //!   `--browsers` Chromium, Firefox and their WebDriver servers). Every other command runs it.
 //! - `dev`: the relay on the tutorial's port 5000 plus `trunk serve` on 8080; Ctrl-C stops both.
 //! - `dist`: the release build of the app, for `wschat-relay --static dist`.
-//! - `test`: every check and test: formatting, lints, native tests, browser tests, end-to-end.
+//! - `test`: every check and test: formatting, lints, native tests, browser tests, end-to-end,
+//!   accessibility.
 //! - `soak`: a benchmark: 1,000 messages across 5 relay restarts, counting losses and duplicates.
 //! - `bench`: a benchmark: the relay beside a bare relay and Node `ws`, the app beside a plain page
 //!   in Chromium and Firefox, the first load; every figure a ratio, checked against budgets.
 //! - `screenshot`: the end-to-end chat in Chromium, saved as a picture for the README.
 //!
 //! Modules: `setup` (installs), `process` (child processes and ports), `e2e` (WebDriver
-//! scenarios), `suite` (the stages of `test`), `relay_control` (a relay the browser tests restart),
-//! `nodes` (a Redis and an HAProxy of the caller's own, for relays sharing rooms),
+//! scenarios), `accessibility` (axe-core on every view, light and dark), `suite` (the stages of
+//! `test`), `relay_control` (a relay the browser tests restart), `nodes` (a Redis and an HAProxy
+//! of the caller's own, for relays sharing rooms),
 //! `soak` (the soak benchmark), `bench` (the benchmark and its table; `bench/browser.rs` its
 //! browser rows).
 
+mod accessibility;
 mod bench;
 mod e2e;
 mod nodes;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::accessibility;
 use crate::e2e::{self, Browser, Scenario};
 use crate::process::{self, cargo, run, Background};
 use crate::relay_control::ControlledRelay;
@@ -75,6 +76,17 @@ pub fn run_all() -> anyhow::Result<()> {
             } else {
                 report.record(&name, Err(anyhow::anyhow!("no release build")), Duration::ZERO);
             }
+        }
+    }
+    for browser in Browser::ALL {
+        let name = format!(
+            "accessibility, {}: axe-core, WCAG 2.2 A/AA, light and dark, every view",
+            browser.name()
+        );
+        if built {
+            report.stage(&name, || accessibility::run(browser, &dist));
+        } else {
+            report.record(&name, Err(anyhow::anyhow!("no release build")), Duration::ZERO);
         }
     }
     report.finish(started.elapsed())
