@@ -23,10 +23,11 @@ pub fn ConnectionBadge() -> impl IntoView {
     }
     let state = socket.state;
     let label = move || state.with(ConnectionState::label);
-    let colour = move || match state.get() {
-        ConnectionState::Open => "ok",
-        ConnectionState::Connecting | ConnectionState::Reconnecting { .. } => "warn",
-        ConnectionState::Closed | ConnectionState::Failed { .. } => "bad",
+    // Whole class names, not `format!`ed: nothing to allocate on each change.
+    let class = move || match state.get() {
+        ConnectionState::Open => "badge badge-ok",
+        ConnectionState::Connecting | ConnectionState::Reconnecting { .. } => "badge badge-warn",
+        ConnectionState::Closed | ConnectionState::Failed { .. } => "badge badge-bad",
     };
     let countdown = move || match state.get() {
         ConnectionState::Reconnecting { attempt, retry_at_ms } => {
@@ -46,7 +47,7 @@ pub fn ConnectionBadge() -> impl IntoView {
     let open_or_trying =
         move || !matches!(state.get(), ConnectionState::Closed | ConnectionState::Failed { .. });
     view! {
-        <span class=move || format!("badge badge-{}", colour()) data-testid="connection-status" role="status">
+        <span class=class data-testid="connection-status" role="status">
             {label}
         </span>
         {move || {

@@ -25,13 +25,24 @@ pub fn SentList() -> impl IntoView {
     }
 }
 
-/// The short word (also the `data-state` attribute) and the explanation of a delivery state.
-fn describe(state: &DeliveryState) -> (&'static str, String) {
+/// The row's class and its `data-state` attribute (a short word) for a delivery state. Whole
+/// class names, not `format!`ed: nothing to allocate on each change.
+fn class_and_word(state: &DeliveryState) -> (&'static str, &'static str) {
     match state {
-        DeliveryState::Pending => ("pending", "waiting for the connection".to_owned()),
-        DeliveryState::Sent => ("sent", "sent, waiting for the relay".to_owned()),
-        DeliveryState::Delivered { seq } => ("delivered", format!("delivered, #{seq}")),
-        DeliveryState::Failed { reason } => ("failed", format!("not delivered: {reason}")),
+        DeliveryState::Pending => ("message mine pending", "pending"),
+        DeliveryState::Sent => ("message mine sent", "sent"),
+        DeliveryState::Delivered { .. } => ("message mine delivered", "delivered"),
+        DeliveryState::Failed { .. } => ("message mine failed", "failed"),
+    }
+}
+
+/// What the row says about a delivery state.
+fn explain(state: &DeliveryState) -> String {
+    match state {
+        DeliveryState::Pending => "waiting for the connection".to_owned(),
+        DeliveryState::Sent => "sent, waiting for the relay".to_owned(),
+        DeliveryState::Delivered { seq } => format!("delivered, #{seq}"),
+        DeliveryState::Failed { reason } => format!("not delivered: {reason}"),
     }
 }
 
@@ -41,12 +52,13 @@ fn SentMessage(row: SentRow) -> impl IntoView {
     let SentRow { message, state, .. } = row;
     // Owned by this row: disposed with it.
     let state = RwSignal::from(state);
-    let word = move || state.with(|state| describe(state).0);
-    let explanation = move || state.with(|state| describe(state).1);
+    let class = move || state.with(|state| class_and_word(state).0);
+    let word = move || state.with(|state| class_and_word(state).1);
+    let explanation = move || state.with(explain);
     let failed = move || state.with(|state| matches!(state, DeliveryState::Failed { .. }));
     let id = message.id.clone();
     view! {
-        <li class=move || format!("message mine {}", word()) data-state=word>
+        <li class=class data-state=word>
             <span class="meta">
                 <span class="source">{message.source.clone()}</span>
                 {clock(message.created_at_ms)}
