@@ -468,17 +468,26 @@ async fn presence_in_becomes(client: &mut Client, room: &str, names: &[&str]) {
     .unwrap_or_else(|_| panic!("presence never became {names:?}"));
 }
 
+/// Node A as a process of its own (so that a test can kill it with SIGKILL) and node B in this
+/// one, both on `redis`; Ada connected to A and Bob to B.
+async fn ada_on_a_process_bob_on_a_node(
+    redis: &RedisServer,
+) -> (RelayProcess, TestRelay, Client, Client) {
+    let url = redis.url();
+    let a = RelayProcess::start(&[std::ffi::OsStr::new("--redis"), url.as_ref()]).await;
+    let b = node(redis).await;
+    let ada = connect_v1_to(a.address, "/ws?name=ada").await;
+    let bob = connect_v1_to(b.address, "/ws?name=bob").await;
+    (a, b, ada, bob)
+}
+
 /// Ada on node A (a process of its own) and Bob on node B, in the lobby: each sees both names
 /// (within a couple of seconds); when node A is killed with SIGKILL, so that nobody tells, Bob
 /// sees Ada gone within the names' expiry.
 #[tokio::test]
 async fn presence_spans_the_nodes_and_a_dead_node_s_members_go() {
     let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
-    let url = redis.url();
-    let a = RelayProcess::start(&[std::ffi::OsStr::new("--redis"), url.as_ref()]).await;
-    let b = node(&redis).await;
-    let mut ada = connect_v1_to(a.address, "/ws?name=ada").await;
-    let mut bob = connect_v1_to(b.address, "/ws?name=bob").await;
+    let (a, _b, mut ada, mut bob) = ada_on_a_process_bob_on_a_node(&redis).await;
     presence_becomes(&mut ada, &["ada", "bob"]).await;
     presence_becomes(&mut bob, &["ada", "bob"]).await;
     a.kill().await;
@@ -710,11 +719,7 @@ async fn directory_becomes(client: &mut Client, expected: &[(&str, u64)]) {
 #[tokio::test]
 async fn the_room_directory_spans_the_nodes() {
     let Some(redis) = RedisServer::start(Persistence::Off).await else { return };
-    let url = redis.url();
-    let a = RelayProcess::start(&[std::ffi::OsStr::new("--redis"), url.as_ref()]).await;
-    let b = node(&redis).await;
-    let mut ada = connect_v1_to(a.address, "/ws?name=ada").await;
-    let mut bob = connect_v1_to(b.address, "/ws?name=bob").await;
+    let (a, _b, mut ada, mut bob) = ada_on_a_process_bob_on_a_node(&redis).await;
     for room in ["only-a", "both"] {
         send_v1(&mut ada, &ClientFrame::Join { room: room.into(), after: None }).await;
     }
