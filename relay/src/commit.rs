@@ -491,7 +491,7 @@ mod tests {
                 tokio::time::timeout(PATIENCE, outbound.take(&mut self.inbox)).await.unwrap();
             }
             let frame = self.inbox.pop_front().unwrap();
-            self.outbound.sent(frame_bytes(&frame));
+            self.outbound.sent(1, frame_bytes(&frame));
             ServerFrame::from_json(frame.to_text().unwrap()).unwrap()
         }
 

@@ -4,6 +4,7 @@
 //!   client socket with 1001 and waits for the socket tasks.
 //! - `server` accepts connections and serves HTTP on each until it becomes a WebSocket: the header
 //!   timeout, the bound on connections not yet upgraded, and the shutdown deadline.
+//! - `gather` is a client's socket whose writes are gathered into few system calls per burst.
 //! - `routes` maps HTTP paths to handlers: WebSocket upgrades on `/ws` and `/`, and optionally the
 //!   built app as static files.
 //! - `close` is the catalogue of every close the relay makes: code, reason, metric label, and
@@ -42,6 +43,7 @@ mod cluster;
 mod commit;
 mod connection;
 mod dedupe;
+mod gather;
 mod history;
 mod memberships;
 mod metrics;

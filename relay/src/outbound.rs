@@ -119,10 +119,10 @@ impl Outbound {
         }
     }
 
-    /// Records that a frame taken from the queue, of `payload` bytes ([`frame_bytes`]), has been
-    /// handed to the socket.
-    pub fn sent(&self, payload: usize) {
-        self.bytes.fetch_sub(payload + FRAME_OVERHEAD, Ordering::Relaxed);
+    /// Records that `frames` frames taken from the queue, of `payload` bytes in all
+    /// ([`frame_bytes`]), have been handed to the socket.
+    pub fn sent(&self, frames: usize, payload: usize) {
+        self.bytes.fetch_sub(payload + frames * FRAME_OVERHEAD, Ordering::Relaxed);
     }
 
     /// Lets a written batch's buffer go if a burst made it large, so a quiet socket stays small.
@@ -142,7 +142,7 @@ impl Outbound {
     #[cfg(test)]
     pub fn take_now(&self) -> Vec<Message> {
         let frames = std::mem::take(&mut self.lock().frames);
-        frames.iter().for_each(|frame| self.sent(frame_bytes(frame)));
+        self.sent(frames.len(), frames.iter().map(frame_bytes).sum());
         frames.into()
     }
 
@@ -190,7 +190,7 @@ mod tests {
         outbound.take(&mut batch).await;
         assert_eq!(batch, [text("one.."), text("two.."), text("three")]);
         assert!(!outbound.offer(text("four."), limit), "taken is not yet sent");
-        outbound.sent(frame_bytes(&batch.pop_front().unwrap()));
+        outbound.sent(1, frame_bytes(&batch.pop_front().unwrap()));
         assert!(outbound.offer(text("four."), limit), "sent frees its bytes");
     }
 

@@ -125,9 +125,10 @@ const ECHO_MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// per idle socket at 5,000 open (1 KiB: 5.0 KB).
 const READ_BUFFER: usize = 512;
 
-/// How many bytes of frames the writer gathers before it writes to the socket, when it writes
-/// a batch (the rest goes with the batch's flush). The buffer keeps its size once grown, so this
-/// is also what a socket keeps after a burst; 4 KiB is a few dozen chat frames per system call.
+/// How many bytes of frames tungstenite gathers before it writes them to the socket, when the
+/// writer writes a batch (the rest goes with the batch's flush). The buffer keeps its size once
+/// grown, so this is also what a socket keeps after a burst: 4 KiB, a few dozen chat frames.
+/// Below it, `gather` makes system calls of up to 16 KiB and keeps nothing once flushed.
 const WRITE_BUFFER: usize = 4 * 1024;
 
 async fn upgrade(

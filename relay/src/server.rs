@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::debug;
 
+use crate::gather::Gathered;
 use crate::metrics::{count, Metrics};
 use crate::{routes, Relay};
 
@@ -125,6 +126,8 @@ impl Connection {
         let relay = Arc::clone(&self.relay);
         let peer = self.peer;
         let serving = async {
+            // Under TLS, whose records a burst's writes are then gathered from.
+            let stream = Gathered::new(stream);
             let Some(acceptor) = acceptor else {
                 return self.http(stream).await;
             };
